@@ -1,0 +1,103 @@
+"""Chat logic for the UI, importable without Gradio: turning uploads into messages, streaming replies.
+
+Each browser session keeps its own `Conversation` (Gradio State); the Assistant is shared and
+serialises generation with its own lock, so two tabs never see each other's turns.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from encoders.audio import load_audio, to_mono_16k
+from encoders.errors import InputError
+from encoders.vision import load_image, to_rgb
+from fusion.generate import SamplingConfig
+from fusion.prompt import Audio, Image
+
+
+@dataclass
+class Conversation:
+    messages: list[dict] = field(default_factory=list)  # model-side turns, media included
+    display: list[dict] = field(default_factory=list)  # what the chat window shows
+
+
+def user_content(text: str | None, image=None, audio=None) -> list:
+    """What a user sent -> message content. image: path or array; audio: path or (rate, samples)."""
+    content: list = []
+    if image is not None:
+        pixels = load_image(image) if isinstance(image, str) else to_rgb(np.asarray(image))
+        content.append(Image(pixels))
+    if audio is not None:
+        if isinstance(audio, str):
+            wave = load_audio(audio)
+        else:
+            rate, samples = audio
+            wave = to_mono_16k(samples, rate, name="the recording")
+        content.append(Audio(wave, "the recording"))
+    if text and text.strip():
+        content.append(text.strip())
+    if not content:
+        raise InputError("type a message, or add a photo or a recording")
+    return content
+
+
+def describe(content: list) -> str:
+    """A one-line summary of a user turn for the chat window."""
+    bits = []
+    for p in content:
+        if isinstance(p, Image):
+            bits.append(f"[photo {p.pixels.shape[1]}x{p.pixels.shape[0]}]")
+        elif isinstance(p, Audio):
+            bits.append(f"[recording {len(p.wave) / 16000:.1f} s]")
+        else:
+            bits.append(p)
+    return " ".join(bits)
+
+
+def reply(assistant, conv: Conversation, content: list, mode: str, sampling: SamplingConfig) -> Iterator[str]:
+    """Add the user's turn, stream the answer (yielding the text so far), keep both in the conversation."""
+    conv.messages.append({"role": "user", "content": content})
+    conv.display.append({"role": "user", "content": describe(content)})
+    conv.display.append({"role": "assistant", "content": ""})
+    answer = ""
+    try:
+        for piece in assistant.chat(conv.messages, mode, sampling):
+            answer += piece
+            conv.display[-1]["content"] = answer
+            yield answer
+    except InputError:
+        conv.messages.pop()  # a turn the model could not take is not kept
+        del conv.display[-2:]
+        raise
+    conv.messages.append({"role": "assistant", "content": answer})
+
+
+class ModelHolder:
+    """Loads the assistant once, in the background, so the page opens at once."""
+
+    def __init__(self, loader):
+        self._loader = loader
+        self._assistant = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._load, daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self._assistant = self._loader()
+        except Exception as err:  # shown in the page; the server keeps running
+            self._error = f"{type(err).__name__}: {err}"
+
+    def get(self):
+        if self._assistant is not None:
+            return self._assistant
+        if self._error:
+            raise InputError(f"the model failed to load: {self._error}")
+        raise InputError("the model is still loading; try again in a few seconds")
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)

@@ -1,0 +1,158 @@
+"""The one surface app/ talks to: an Assistant that chats about images, speech and text.
+
+Two modes answer the same conversation:
+- "e2e": images and clips go through the towers and projectors straight into the decoder;
+- "cascade": Whisper's own decoder writes the speech down and the vision tower's ImageNet head
+  names what it sees; the decoder then reads plain text. The yardstick for e2e, and useful alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+
+from encoders.asr import WhisperTranscriber
+from encoders.audio import is_silent
+from encoders.errors import InputError
+from encoders.vision import VisionConfig, VisionTower, top_classes
+from fusion.generate import SamplingConfig, generate_tokens, stream_text
+from fusion.model import OmniConfig, OmniModel, load_omni
+from fusion.prompt import Audio, Image, media_parts
+
+log = logging.getLogger("pocket_omni")
+
+Mode = Literal["e2e", "cascade"]
+MODES: tuple[Mode, ...] = ("e2e", "cascade")
+MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_PROJECTORS = ASSETS / "projectors" / "pocket.safetensors"
+
+
+@dataclass
+class Timings:
+    """Filled in by chat(): what a benchmark or evaluation reports."""
+    encode_s: float = 0.0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    new_tokens: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Assistant:
+    def __init__(self, model: OmniModel, transcriber: WhisperTranscriber):
+        self.model = model
+        self.transcriber = transcriber
+        self.labels = model.vision_tower.labels()
+        self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
+
+    @classmethod
+    def load_default(cls, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                     projectors: str | Path | None = None, config: OmniConfig | None = None) -> "Assistant":
+        """The offline "pocket" model: weights fetched, verified and converted on first use."""
+        from fusion.weights import ensure_default_weights
+
+        w = ensure_default_weights()
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading converted weights is quick; bars only clutter
+        t0 = time.perf_counter()
+        transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
+        vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
+        if projectors is None and DEFAULT_PROJECTORS.exists():
+            projectors = DEFAULT_PROJECTORS
+        if projectors is None:
+            log.warning("no trained projectors found: e2e answers about media will be meaningless")
+        model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device)
+        transcriber.model.to(device)
+        log.info("loaded pocket model on %s/%s in %.1f s", device, dtype, time.perf_counter() - t0)
+        return cls(model, transcriber)
+
+    # -- task helpers ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def classify_image(self, pixels: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """The vision tower's own head: the k most likely ImageNet classes with probabilities."""
+        tower = self.model.vision_tower
+        _, logits = tower(tower.pixels([pixels]))
+        if logits is None:
+            raise InputError("this vision tower has no classification head")
+        return top_classes(logits[0], self.labels, k)
+
+    def transcribe(self, wave: np.ndarray) -> str:
+        with self.lock:
+            return self.transcriber.transcribe(wave)
+
+    # -- chat ----------------------------------------------------------------------------------
+    def chat(self, messages: list[dict], mode: Mode = "e2e", sampling: SamplingConfig | None = None,
+             timings: Timings | None = None) -> Iterator[str]:
+        """Stream the assistant's next turn as text pieces."""
+        sampling = sampling or SamplingConfig()
+        timings = timings if timings is not None else Timings()
+        validate_conversation(messages, mode)
+        t0 = time.perf_counter()
+        with self.lock:
+            if mode == "cascade":
+                messages = self._as_text(messages, timings)
+            embeds = self.model.embed_conversation(messages)
+            timings.encode_s = time.perf_counter() - t0
+            tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
+            for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
+                if timings.first_token_s is None:
+                    timings.first_token_s = time.perf_counter() - t0
+                yield piece
+        timings.total_s = time.perf_counter() - t0
+
+    def _as_text(self, messages: list[dict], timings: Timings) -> list[dict]:
+        """Cascade: every clip becomes its transcript, every image the classes the tower sees."""
+        out = []
+        for m in messages:
+            if isinstance(m["content"], str):
+                out.append(m)
+                continue
+            parts = []
+            for p in m["content"]:
+                if isinstance(p, Audio):
+                    text = self.transcriber.transcribe(p.wave)
+                    if not text:
+                        raise InputError(f"no speech could be made out in {p.name}")
+                    timings.notes.append(f"heard: {text}")
+                    parts.append(text)
+                elif isinstance(p, Image):
+                    seen = ", ".join(f"{label.split(',')[0]} ({prob:.0%})" for label, prob in
+                                     self.classify_image(p.pixels, 3))
+                    timings.notes.append(f"saw: {seen}")
+                    parts.append(f"[A photo. An image classifier recognises in it: {seen}.]")
+                else:
+                    parts.append(p)
+            out.append({"role": m["role"], "content": "\n".join(parts)})
+        return out
+
+
+def _counted(tokens: Iterator[int], timings: Timings) -> Iterator[int]:
+    for t in tokens:
+        timings.new_tokens += 1
+        yield t
+
+
+def validate_conversation(messages: list[dict], mode: Mode) -> None:
+    """InputError for a conversation no mode can answer; cheap, so callers check before loading."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not messages or messages[-1]["role"] != "user":
+        raise InputError("the conversation must end with a user message")
+    last = messages[-1]["content"]
+    parts = [last] if isinstance(last, str) else last
+    if not any((isinstance(p, str) and p.strip()) or isinstance(p, (Image, Audio)) for p in parts):
+        raise InputError("the question is empty: type something, or add a photo or a recording")
+    media = media_parts(messages)
+    if sum(isinstance(p, Image) for p in media) > MAX_IMAGES:
+        raise InputError(f"too many images in one conversation (limit {MAX_IMAGES}); start a new one")
+    for p in media:
+        if isinstance(p, Audio) and is_silent(p.wave):
+            raise InputError(f"{p.name} is silent: no speech to answer")

@@ -1,0 +1,124 @@
+"""The combined model: two towers, two projectors, one decoder.
+
+Shape letters: L prompt length, D decoder width, n tokens of one image or clip.
+
+Images and clips are encoded and projected first, so their token counts are known; the prompt is
+then built with exactly that many placeholders per item, embedded, and the projected features are
+scattered into the placeholder positions. A count mismatch is a bug and raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from encoders.audio import AudioTower
+from encoders.vision import VisionTower
+from fusion.projectors import AudioProjector, AudioProjectorConfig, VisionProjector, VisionProjectorConfig
+from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
+
+# SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
+DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
+DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
+
+
+@dataclass
+class OmniConfig:
+    audio_stack: int = 8
+    vision_merge: int = 1
+    projector_hidden: int = 2048
+    image_token: str = DEFAULT_IMAGE_TOKEN
+    audio_token: str = DEFAULT_AUDIO_TOKEN
+    audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
+
+
+def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Put features[t] (n, D) at the n positions where ids == t, in order. (L, D), (L,) -> (L, D)."""
+    out = embeds.clone()
+    for token_id, feats in features.items():
+        mask = ids == token_id
+        n = int(mask.sum())
+        if n != feats.shape[0]:
+            raise ValueError(f"{n} placeholder positions for token {token_id} but {feats.shape[0]} feature rows")
+        out[mask] = feats.to(out.dtype)
+    return out
+
+
+class OmniModel(nn.Module):
+    def __init__(self, config: OmniConfig, decoder, tokenizer, audio_tower: AudioTower, vision_tower: VisionTower):
+        super().__init__()
+        self.config = config
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.audio_tower = audio_tower
+        self.vision_tower = vision_tower
+        d = decoder.get_input_embeddings().embedding_dim
+        self.audio_projector = AudioProjector(AudioProjectorConfig(audio_tower.feature_dim, d, config.audio_stack,
+                                                                   config.projector_hidden))
+        self.vision_projector = VisionProjector(VisionProjectorConfig(vision_tower.feature_dim, d, config.vision_merge,
+                                                                      config.projector_hidden))
+        self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
+        eos = {tokenizer.eos_token_id, *([decoder.config.eos_token_id] if isinstance(decoder.config.eos_token_id, int)
+                                         else decoder.config.eos_token_id or [])}
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # ChatML's end of turn
+        self.eos_ids = {i for i in eos | {im_end} if isinstance(i, int) and i != tokenizer.unk_token_id}
+
+    def _token_id(self, token: str) -> int:
+        i = self.tokenizer.convert_tokens_to_ids(token)
+        if i is None or i == self.tokenizer.unk_token_id:
+            raise ValueError(f"placeholder {token!r} is not a single token of this tokenizer")
+        return i
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.device
+
+    def load_projectors(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        self.audio_projector.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("audio.")})
+        self.vision_projector.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("vision.")})
+
+    # -- media -> projected tokens ---------------------------------------------------------
+    def image_tokens(self, image: Image) -> torch.Tensor:
+        """One image -> (n, D) decoder-space tokens."""
+        feats, _ = self.vision_tower(self.vision_tower.pixels([image.pixels]))
+        return self.vision_projector(feats[0], self.vision_tower.grid)
+
+    def audio_tokens(self, audio: Audio) -> torch.Tensor:
+        """One clip -> (n, D): each 30 s window projected on its own, then joined in time order."""
+        windows = self.audio_tower.encode(audio.wave, self.config.audio_pad_to_window)
+        return torch.cat([self.audio_projector(w) for w in windows])
+
+    def embed_conversation(self, messages: list[dict]) -> torch.Tensor:
+        """Conversation -> (1, L, D) input embeddings with every image and clip spliced in."""
+        media = media_parts(messages)
+        tokens = [self.image_tokens(m) if isinstance(m, Image) else self.audio_tokens(m) for m in media]
+        prompt = build_prompt_ids(self.tokenizer, messages, [t.shape[0] for t in tokens], self.placeholder_ids)
+        ids = torch.tensor(prompt.ids, device=self.device)
+        embeds = self.decoder.get_input_embeddings()(ids)
+        features = {}
+        for kind in (Image, Audio):
+            rows = [t for t, m in zip(tokens, media) if isinstance(m, kind)]
+            if rows:
+                features[self.placeholder_ids[kind]] = torch.cat(rows)
+        return splice(embeds, ids, features)[None]
+
+
+def load_omni(decoder_dir: str | Path, audio_tower: AudioTower, vision_tower: VisionTower,
+              config: OmniConfig | None = None, projectors: str | Path | None = None,
+              dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> OmniModel:
+    """Assemble the model around loaded towers. Untrained projectors start from `seed`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
+    decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=dtype).eval()
+    model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower)
+    if projectors:
+        model.load_projectors(projectors)
+    return model.to(device=device, dtype=dtype).eval()

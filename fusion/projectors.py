@@ -1,0 +1,92 @@
+"""The bridges from encoder features into the decoder's embedding space.
+
+Shape letters: Ta encoder frames, Da audio width, k frames stacked, N patches on an h x w grid,
+Dv vision width, m merge factor, H hidden width, D decoder width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # upcast locally: the mean of squares loses precision in half types
+        y = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+@dataclass
+class AudioProjectorConfig:
+    in_dim: int  # Da
+    out_dim: int  # D
+    stack: int = 8  # Whisper's 50 frames/s -> 6.25 tokens/s (Ultravox)
+    hidden: int = 2048  # H, before SwiGLU halves it
+
+
+class AudioProjector(nn.Module):
+    """Ultravox's projector: stack k frames -> RMSNorm -> Linear -> SwiGLU -> Linear -> RMSNorm."""
+
+    def __init__(self, config: AudioProjectorConfig):
+        super().__init__()
+        self.config = c = config
+        self.ln_pre = RMSNorm(c.in_dim * c.stack)
+        self.linear_1 = nn.Linear(c.in_dim * c.stack, c.hidden, bias=False)
+        self.linear_2 = nn.Linear(c.hidden // 2, c.out_dim, bias=False)
+        self.ln_post = RMSNorm(c.out_dim)
+
+    def num_tokens(self, frames: int) -> int:
+        return math.ceil(frames / self.config.stack)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(Ta, Da) -> (ceil(Ta/k), D); the last group is zero-padded."""
+        k = self.config.stack
+        x = F.pad(x, (0, 0, 0, -x.shape[0] % k))
+        x = x.reshape(-1, k * x.shape[1])  # Ta/k, k*Da
+        x = self.linear_1(self.ln_pre(x))  # Ta/k, H
+        gate, value = x.chunk(2, dim=-1)
+        x = self.linear_2(F.silu(gate) * value)  # Ta/k, H/2 -> Ta/k, D
+        return self.ln_post(x)
+
+
+@dataclass
+class VisionProjectorConfig:
+    in_dim: int  # Dv
+    out_dim: int  # D
+    merge: int = 1  # m: 2 merges 2x2 neighbours (Qwen2-VL), a quarter of the tokens
+    hidden: int = 2048
+
+
+class VisionProjector(nn.Module):
+    """LLaVA's projector, with an optional m x m patch merge first: Linear -> GELU -> Linear."""
+
+    def __init__(self, config: VisionProjectorConfig):
+        super().__init__()
+        self.config = c = config
+        self.linear_1 = nn.Linear(c.in_dim * c.merge * c.merge, c.hidden)
+        self.linear_2 = nn.Linear(c.hidden, c.out_dim)
+
+    def num_tokens(self, grid: tuple[int, int]) -> int:
+        m = self.config.merge
+        return math.ceil(grid[0] / m) * math.ceil(grid[1] / m)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(N, Dv) on an h x w grid -> (num_tokens(grid), D)."""
+        m = self.config.merge
+        if m > 1:
+            h, w = grid
+            x = x.reshape(h, w, -1)
+            x = F.pad(x, (0, 0, 0, -w % m, 0, -h % m))  # pad the grid to multiples of m
+            hh, ww = x.shape[0] // m, x.shape[1] // m
+            x = x.reshape(hh, m, ww, m, -1).permute(0, 2, 1, 3, 4).reshape(hh * ww, -1)  # N/m^2, m*m*Dv
+        return self.linear_2(F.gelu(self.linear_1(x)))

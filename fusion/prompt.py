@@ -1,0 +1,79 @@
+"""Conversations -> token ids with each image and clip expanded to exactly its number of placeholders.
+
+A message is {"role": "system"|"user"|"assistant", "content": str | list[str | Image | Audio]}.
+Media parts sit where they appear in the content. The decoder's own chat template renders the
+conversation with a sentinel in place of each media part; the sentinels are then replaced by runs
+of the modality's placeholder id, as long as the projected feature sequence. The model later
+scatters the features into exactly those positions and raises when the counts differ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Role = str  # "system" | "user" | "assistant"
+
+
+@dataclass
+class Image:
+    pixels: np.ndarray  # RGB uint8 (H, W, 3)
+    name: str = "image"
+
+
+@dataclass
+class Audio:
+    wave: np.ndarray  # mono float32 at 16 kHz
+    name: str = "audio"
+
+
+Part = str | Image | Audio
+
+_SENTINEL = "\u2063MEDIA{}\u2063"  # invisible separator: never typed, never merged by BPE with text
+_SENTINEL_RE = re.compile("\u2063MEDIA(\\d+)\u2063")
+
+
+def media_parts(messages: list[dict]) -> list[Image | Audio]:
+    """Every image and clip in the conversation, in the order they appear."""
+    return [p for m in messages if not isinstance(m["content"], str) for p in m["content"]
+            if isinstance(p, (Image, Audio))]
+
+
+@dataclass
+class PromptIds:
+    ids: list[int]
+    media: list[Image | Audio] = field(default_factory=list)  # in placeholder order
+
+
+def build_prompt_ids(tokenizer, messages: list[dict], media_lengths: list[int], placeholder_ids: dict[type, int],
+                     add_generation_prompt: bool = True) -> PromptIds:
+    """Render with the chat template and expand media part i to media_lengths[i] placeholder ids."""
+    media: list[Image | Audio] = []
+    rendered = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            rendered.append({"role": m["role"], "content": content})
+            continue
+        text = []
+        for part in content:
+            if isinstance(part, str):
+                text.append(part)
+            else:
+                text.append(_SENTINEL.format(len(media)))
+                media.append(part)
+        rendered.append({"role": m["role"], "content": "\n".join(text)})
+    if len(media) != len(media_lengths):
+        raise ValueError(f"{len(media)} media parts but {len(media_lengths)} lengths")
+    prompt = tokenizer.apply_chat_template(rendered, tokenize=False, add_generation_prompt=add_generation_prompt)
+    ids: list[int] = []
+    pos = 0
+    for match in _SENTINEL_RE.finditer(prompt):
+        ids += tokenizer.encode(prompt[pos:match.start()], add_special_tokens=False)
+        i = int(match.group(1))
+        ids += [placeholder_ids[type(media[i])]] * media_lengths[i]
+        pos = match.end()
+    ids += tokenizer.encode(prompt[pos:], add_special_tokens=False)
+    return PromptIds(ids, media)

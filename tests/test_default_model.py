@@ -1,0 +1,148 @@
+"""Integration tests on the real default weights (fetched and converted by setup.sh)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.metrics import word_errors
+from conftest import espeak
+from encoders.audio import load_audio
+from fusion.assistant import Timings
+from fusion.generate import SamplingConfig
+from fusion.prompt import Audio, Image
+
+pytestmark = pytest.mark.weights
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+def ask(assistant, content, mode="e2e", max_new_tokens=40, timings=None) -> str:
+    return "".join(assistant.chat([{"role": "user", "content": content}], mode,
+                                  SamplingConfig(max_new_tokens=max_new_tokens), timings))
+
+
+# -- Whisper -----------------------------------------------------------------------------------
+
+def test_whisper_transcribes_human_recordings_under_15_percent_wer(assistant):
+    lines = (LIBRIVOX / "transcription").read_text().splitlines()
+    errors = words = 0
+    for line in lines:
+        text, utt = line.replace("<s>", "").replace("</s>", "").rsplit("(", 1)
+        hyp = assistant.transcribe(load_audio(LIBRIVOX / f"{utt.strip(') ')}.wav"))
+        e, n = word_errors(text, hyp)
+        errors, words = errors + e, words + n
+    assert len(lines) == 5 and errors / words < 0.15, f"WER {errors / words:.1%}"
+
+
+def test_whisper_transcribes_an_espeak_sentence(assistant, tmp_path):
+    wav = espeak("Please turn on the lights in the kitchen.", tmp_path / "s.wav")
+    e, n = word_errors("please turn on the lights in the kitchen", assistant.transcribe(load_audio(wav)))
+    assert e / n <= 0.15
+
+
+# -- vision ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("photo,expected", [("chelsea", {"Egyptian cat", "tabby"}), ("coffee", {"espresso", "cup"})])
+def test_vision_tower_top5_names_the_photo(assistant, photo, expected):
+    import skimage.data
+
+    top5 = {label.split(",")[0] for label, _ in assistant.classify_image(getattr(skimage.data, photo)(), 5)}
+    assert top5 & expected, top5
+
+
+# -- decoder -----------------------------------------------------------------------------------
+
+def test_text_decoder_answers_the_capital_of_france(assistant):
+    assert "Paris" in ask(assistant, ["What is the capital of France?"])
+
+
+def _gguf_reference_logits(gguf_path: Path, ids: list[int]) -> np.ndarray:
+    """Llama forward in NumPy straight from the GGUF tensors, as llama.cpp computes it: its own
+    names, its own (interleaved) rotary layout on the un-permuted q/k weights. Shares no code
+    with transformers' GGUF conversion."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    r = GGUFReader(str(gguf_path))
+    meta = lambda k: r.fields[k].parts[-1][0].item()  # noqa: E731
+    w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64) for t in r.tensors}
+    n_head, n_kv = meta("llama.attention.head_count"), meta("llama.attention.head_count_kv")
+    eps, base = meta("llama.attention.layer_norm_rms_epsilon"), meta("llama.rope.freq_base")
+    emb = w["token_embd.weight"]
+    d = emb.shape[1]
+    hd = d // n_head
+    T = len(ids)
+
+    def rms(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    def rope(x):  # x: T, H, hd; pairs (2i, 2i+1) rotate by pos * base^(-2i/hd)
+        ang = np.arange(T)[:, None] * base ** (-np.arange(0, hd, 2) / hd)[None]
+        c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
+        out = x.copy()
+        out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        out[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
+        return out
+
+    x = emb[ids]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(meta("llama.block_count")):
+        p = f"blk.{i}."
+        h = rms(x, w[p + "attn_norm.weight"])
+        q = rope((h @ w[p + "attn_q.weight"].T).reshape(T, n_head, hd))
+        k = rope((h @ w[p + "attn_k.weight"].T).reshape(T, n_kv, hd))
+        v = (h @ w[p + "attn_v.weight"].T).reshape(T, n_kv, hd)
+        k, v = np.repeat(k, n_head // n_kv, 1), np.repeat(v, n_head // n_kv, 1)
+        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        x = x + np.einsum("hts,shd->thd", att, v).reshape(T, d) @ w[p + "attn_output.weight"].T
+        h = rms(x, w[p + "ffn_norm.weight"])
+        g = h @ w[p + "ffn_gate.weight"].T
+        x = x + ((g / (1 + np.exp(-g))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+    return rms(x, w["output_norm.weight"]) @ w.get("output.weight", emb).T
+
+
+def test_gguf_derived_decoder_matches_an_independent_reference(assistant, default_weights):
+    tok, decoder = assistant.model.tokenizer, assistant.model.decoder
+    ids = tok.encode("The capital of France is", add_special_tokens=False)
+    ref = _gguf_reference_logits(default_weights.gguf, ids)
+    with torch.no_grad():
+        ours = decoder(torch.tensor([ids])).logits[0].double().numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=2e-3 * np.abs(ref).max())
+    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+
+
+# -- the two modes -----------------------------------------------------------------------------
+
+def test_cascade_answers_a_spoken_question_from_the_command_line(tmp_path, capsys, default_weights):
+    import launch
+
+    wav = espeak("What is the capital of France?", tmp_path / "q.wav")
+    assert launch.main(["ask", "--audio", str(wav), "--mode", "cascade", "--max-tokens", "30"]) == 0
+    assert "Paris" in capsys.readouterr().out
+
+
+def test_cascade_names_what_the_imagenet_head_sees(assistant):
+    import skimage.data
+
+    timings = Timings()
+    answer = ask(assistant, [Image(skimage.data.chelsea()), "What is in this picture?"], "cascade", 30, timings)
+    assert any("tabby" in n or "cat" in n for n in timings.notes)
+    assert "cat" in answer.lower()
+
+
+def test_e2e_runs_image_audio_and_text_in_one_conversation(assistant, tmp_path):
+    import skimage.data
+
+    wave = load_audio(espeak("Tell me about this picture.", tmp_path / "q.wav"))
+    first = [Image(skimage.data.coffee()), Audio(wave), "Answer the question you heard."]
+    timings = Timings()
+    answer = ask(assistant, first, "e2e", 12, timings)
+    assert answer.strip() and timings.new_tokens > 0 and timings.first_token_s is not None
+    follow_up = [{"role": "user", "content": first}, {"role": "assistant", "content": answer},
+                 {"role": "user", "content": [Image(skimage.data.chelsea()), "And this one?"]}]
+    assert "".join(assistant.chat(follow_up, "e2e", SamplingConfig(max_new_tokens=8))).strip()

@@ -1,0 +1,16 @@
+from app.metrics import normalize_text, word_error_rate
+
+
+def test_normalisation_ignores_case_punctuation_and_spelling_variants():
+    assert normalize_text("And Mr. John Dashwood, ill-disposed!") == "and mister john dashwood ill disposed"
+    assert normalize_text("Eight of spades, twenty one") == "8 of spades 21"
+    assert normalize_text("Café") == "cafe"
+
+
+def test_word_error_rate_counts_substitutions_insertions_and_deletions():
+    assert word_error_rate("the cat sat", "the cat sat") == 0
+    assert word_error_rate("the cat sat", "the dog sat") == 1 / 3
+    assert word_error_rate("the cat sat", "the cat sat down") == 1 / 3
+    assert word_error_rate("the cat sat", "cat") == 2 / 3
+    assert word_error_rate("8 of spades", "eight of spades") == 0
+    assert word_error_rate("", "") == 0 and word_error_rate("", "noise") == 1
