@@ -24,7 +24,9 @@ PYTHON=${PYTHON:-python3.11}
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python packages into .venv (a few minutes the first time)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    # (this machine's pip config lists local wheel folders; its "Location ... is ignored" notes are noise)
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
     rm -f .venv/.installed-*; touch "$stamp"
 fi
 

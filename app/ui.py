@@ -12,7 +12,7 @@ from fusion.generate import SamplingConfig
 def build(holder: ModelHolder) -> gr.Blocks:
     with gr.Blocks(title="pocket-omni") as demo:
         gr.Markdown("# pocket-omni\nAsk about a photo, a recording, or just type.")
-        conv = gr.State(Conversation)
+        conv = gr.State(None)  # a Conversation per browser session, made on first use
         chatbot = gr.Chatbot(label="Conversation", height=420)
         with gr.Row():
             image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy")
@@ -27,7 +27,8 @@ def build(holder: ModelHolder) -> gr.Blocks:
             clear = gr.Button("Clear")
         status = gr.Markdown()
 
-        def on_send(c: Conversation, msg, img, aud, m, n, temp):
+        def on_send(c: Conversation | None, msg, img, aud, m, n, temp):
+            c = c or Conversation()
             try:
                 assistant = holder.get()
                 content = user_content(msg, img, aud)
@@ -42,7 +43,7 @@ def build(holder: ModelHolder) -> gr.Blocks:
                    [conv, chatbot, text, status])
         text.submit(on_send, [conv, text, image, audio, mode, max_tokens, temperature],
                     [conv, chatbot, text, status])
-        clear.click(lambda: (Conversation(), [], ""), None, [conv, chatbot, status])
+        clear.click(lambda: (None, [], ""), None, [conv, chatbot, status])
     return demo
 
 
