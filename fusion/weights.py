@@ -231,7 +231,10 @@ def whisper_ct2_to_hf(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             if not d.endswith("k_proj"):
                 hf[f"{d}.bias"] = t(b)
 
-    def ffn(src: str, dst: str) -> None:
+    def layer(src: str, dst: str) -> None:  # the self-attention and MLP that both stacks share
+        norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+        split(f"{src}/self_attention/linear_0", [f"{dst}.self_attn.{p}_proj" for p in "qkv"])
+        linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
         norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
         linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
         linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
@@ -240,29 +243,24 @@ def whisper_ct2_to_hf(ct2: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         linear(f"encoder/{conv}", f"model.encoder.{conv}")
     hf["model.encoder.embed_positions.weight"] = t(ct2["encoder/position_encodings/encodings"])
     norm("encoder/layer_norm", "model.encoder.layer_norm")
-    n_enc = sum(1 for k in ct2 if k.startswith("encoder/layer_") and k.endswith("/ffn/linear_0/weight"))
-    for i in range(n_enc):
-        s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-        norm(f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm")
-        split(f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"])
-        linear(f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj")
-        ffn(s, d)
+    for i in range(_count_layers(ct2, "encoder")):
+        layer(f"encoder/layer_{i}", f"model.encoder.layers.{i}")
 
     hf["model.decoder.embed_tokens.weight"] = t(ct2["decoder/embeddings/weight"])
     hf["model.decoder.embed_positions.weight"] = t(ct2["decoder/position_encodings/encodings"])
     norm("decoder/layer_norm", "model.decoder.layer_norm")
-    n_dec = sum(1 for k in ct2 if k.startswith("decoder/layer_") and k.endswith("/ffn/linear_0/weight"))
-    for i in range(n_dec):
+    for i in range(_count_layers(ct2, "decoder")):
         s, d = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        norm(f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm")
-        split(f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"])
-        linear(f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj")
+        layer(s, d)
         norm(f"{s}/attention/layer_norm", f"{d}.encoder_attn_layer_norm")
         linear(f"{s}/attention/linear_0", f"{d}.encoder_attn.q_proj")
         split(f"{s}/attention/linear_1", [f"{d}.encoder_attn.{p}_proj" for p in "kv"])
         linear(f"{s}/attention/linear_2", f"{d}.encoder_attn.out_proj")
-        ffn(s, d)
     return hf
+
+
+def _count_layers(ct2: dict[str, np.ndarray], stack: str) -> int:
+    return sum(1 for k in ct2 if k.startswith(f"{stack}/layer_") and k.endswith("/ffn/linear_0/weight"))
 
 
 def whisper_config_from_ct2(ct2: dict[str, np.ndarray]):
@@ -272,8 +270,7 @@ def whisper_config_from_ct2(ct2: dict[str, np.ndarray]):
     return WhisperConfig(
         vocab_size=int(vocab), d_model=int(d_model),
         num_mel_bins=int(ct2["encoder/conv1/weight"].shape[1]),
-        encoder_layers=sum(1 for k in ct2 if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight")),
-        decoder_layers=sum(1 for k in ct2 if k.startswith("decoder/") and k.endswith("/ffn/linear_0/weight")),
+        encoder_layers=_count_layers(ct2, "encoder"), decoder_layers=_count_layers(ct2, "decoder"),
         encoder_attention_heads=int(ct2["encoder/num_heads"].item()),
         decoder_attention_heads=int(ct2["decoder/num_heads"].item()),
         encoder_ffn_dim=int(ct2["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
