@@ -2,6 +2,10 @@
 
     python launch.py                      the web UI on the default model (http://127.0.0.1:7860)
     python launch.py ask [--image P] [--audio P] [--mode e2e|cascade] "question"
+    python launch.py eval SUITE.jsonl [--out DIR] [--mode e2e|cascade] [--server URL]
+    python launch.py compare A/report.json B/report.json [--out DIR]
+    python launch.py serve [--port 8000]  the OpenAI-compatible API alone (the UI serves it too, at /v1)
+    python launch.py suites               rebuild the evaluation suites' media (deterministic)
     python launch.py fetch                fetch, verify and convert the default weights
 """
 
@@ -60,10 +64,78 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def cmd_ui(args) -> int:
-    from app.ui import serve
+def _api_config(args):
+    from app.api import ApiConfig
 
-    serve(host=args.host, port=args.port)
+    return ApiConfig(api_key=args.api_key or os.environ.get("POCKET_OMNI_API_KEY"),
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+
+
+def cmd_ui(args) -> int:
+    from app.api import serve
+    from app.chat import ModelHolder
+    from app.ui import build
+    from fusion.assistant import Assistant
+
+    holder = ModelHolder(Assistant.load_default)
+    print(f"pocket-omni: UI and API on http://{args.host}:{args.port} (model loading in the background)", flush=True)
+    serve(holder, args.host, args.port, _api_config(args), ui=build(holder).queue(default_concurrency_limit=4))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from app.api import serve
+    from app.chat import ModelHolder
+    from fusion.assistant import Assistant
+
+    holder = ModelHolder(Assistant.load_default)
+    print(f"pocket-omni: API on http://{args.host}:{args.port}/v1", flush=True)
+    serve(holder, args.host, args.port, _api_config(args))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from app.evaluation import local_runner, run_suite, server_runner, summarize, summary_table, write_report
+
+    suite = Path(args.suite)
+    if not suite.is_file():
+        print(f"error: no such suite: {suite}", file=sys.stderr)
+        return 2
+    sampling = _sampling(args)
+    if args.server:
+        runner, kind = server_runner(args.server, sampling, args.api_key), f"server {args.server}"
+    else:
+        from fusion.assistant import Assistant
+
+        runner, kind = local_runner(Assistant.load_default(), sampling), "in-process"
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = run_suite(suite, runner, args.mode, progress=not args.quiet, limit=args.limit)
+    out = Path(args.out or Path("out") / "eval" / f"{suite.stem}-{args.mode}")
+    write_report(rows, out, {"suite": str(suite), "mode": args.mode, "runner": kind, "started": started,
+                             "max_tokens": args.max_tokens})
+    print(summary_table(summarize(rows)))
+    print(f"report: {out / 'report.json'} and {out / 'report.md'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from app.evaluation import compare_reports
+
+    out = Path(args.out)
+    print(compare_reports(Path(args.a), Path(args.b), out))
+    print(f"written: {out / 'compare.md'} and {out / 'compare.png'}")
+    return 0
+
+
+def cmd_suites(args) -> int:
+    from app.suites import build
+
+    build()
     return 0
 
 
@@ -74,7 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860)
     sub = parser.add_subparsers(dest="command")
 
+    parser.add_argument("--api-key", default=None, help="require this bearer key on /v1 (or POCKET_OMNI_API_KEY)")
+    parser.add_argument("--max-body-mb", type=float, default=25.0, help="largest API request accepted")
     sub.add_parser("fetch", help="fetch, verify and convert the default weights (once)")
+    sub.add_parser("serve", help="serve the OpenAI-compatible API (POST /v1/chat/completions)")
+    sub.add_parser("suites", help="rebuild the shipped evaluation suites and their media")
+    ev = sub.add_parser("eval", help="run an evaluation suite (JSONL) and write report.json/report.md")
+    ev.add_argument("suite")
+    ev.add_argument("--out", default=None, help="report folder (default out/eval/SUITE-MODE)")
+    ev.add_argument("--mode", choices=["e2e", "cascade"], default="e2e")
+    ev.add_argument("--server", default=None, help="run against a server, e.g. http://127.0.0.1:8000")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    ev.add_argument("--max-tokens", type=int, default=64)
+    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--top-p", type=float, default=1.0)
+    ev.add_argument("--seed", type=int, default=None)
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmp_ = sub.add_parser("compare", help="compare two report.json files (table + PNG plot)")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--out", default="out/compare")
 
     ask = sub.add_parser("ask", help="answer one question about images, recordings and text")
     ask.add_argument("question", nargs="?", default="", help="the question (optional with --audio)")
@@ -98,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.errors import InputError
     from fusion.weights import WeightError
 
-    commands = {"fetch": cmd_fetch, "ask": cmd_ask, None: cmd_ui}
+    commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,
+                "suites": cmd_suites, None: cmd_ui}
     try:
         return commands[args.command](args)
     except (InputError, WeightError) as err:

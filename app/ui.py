@@ -45,10 +45,3 @@ def build(holder: ModelHolder) -> gr.Blocks:
                     [conv, chatbot, text, status])
         clear.click(lambda: (None, [], ""), None, [conv, chatbot, status])
     return demo
-
-
-def serve(host: str = "127.0.0.1", port: int = 7860) -> None:
-    from fusion.assistant import Assistant
-
-    holder = ModelHolder(Assistant.load_default)
-    build(holder).queue(default_concurrency_limit=4).launch(server_name=host, server_port=port)

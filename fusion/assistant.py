@@ -41,7 +41,9 @@ class Timings:
     encode_s: float = 0.0
     first_token_s: float | None = None
     total_s: float = 0.0
+    prompt_tokens: int = 0
     new_tokens: int = 0
+    hit_max_tokens: bool = False  # stopped by max_new_tokens rather than end of turn or a stop string
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,12 +103,14 @@ class Assistant:
                 messages = self._as_text(messages, timings)
             embeds = self.model.embed_conversation(messages)
             timings.encode_s = time.perf_counter() - t0
+            timings.prompt_tokens = embeds.shape[1]
             tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
             for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
                 if timings.first_token_s is None:
                     timings.first_token_s = time.perf_counter() - t0
                 yield piece
         timings.total_s = time.perf_counter() - t0
+        timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 
     def _as_text(self, messages: list[dict], timings: Timings) -> list[dict]:
         """Cascade: every clip becomes its transcript, every image the classes the tower sees."""

@@ -1,0 +1,367 @@
+"""Scripted multimodal evaluations: run a JSONL suite, score every case, write report.json and report.md.
+
+Suite format, one JSON object a line (paths relative to the suite file):
+  {"id": "...", "task": "vqa"|"speech_qa"|"asr"|"mushroom"|"rps", "image": path|null, "audio": path|null,
+   "prompt": text|null, "answer": text|[accepted, ...], "metric": "contains"|"exact"|"wer"|"label"|"safety"}
+
+Cases run in-process or against a running server (`--server URL`) through the same task code: chat
+tasks through /v1/chat/completions, structured ones (asr in cascade mode, mushroom, rps) through
+/v1/pocket/run. A broken case becomes an error row; the run goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from app.metrics import normalize_text, word_error_rate
+from encoders.errors import InputError
+
+TASKS = ("vqa", "speech_qa", "asr", "mushroom", "rps")
+METRICS = ("contains", "exact", "wer", "label", "safety")
+REPEAT_PROMPT = "Repeat exactly what was said."
+
+
+@dataclass
+class Case:
+    id: str
+    task: str
+    image: str | None
+    audio: str | None
+    prompt: str | None
+    answer: list[str]
+    metric: str
+
+    @classmethod
+    def parse(cls, line: str, where: str) -> "Case":
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not JSON ({err.msg})") from None
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: a case must be a JSON object")
+        missing = [k for k in ("id", "task", "answer", "metric") if k not in d]
+        if missing:
+            raise InputError(f"{where}: missing {', '.join(missing)}")
+        if d["task"] not in TASKS or d["metric"] not in METRICS:
+            raise InputError(f"{where}: task must be one of {TASKS} and metric one of {METRICS}")
+        answer = d["answer"] if isinstance(d["answer"], list) else [d["answer"]]
+        return cls(str(d["id"]), d["task"], d.get("image"), d.get("audio"), d.get("prompt"),
+                   [str(a) for a in answer], d["metric"])
+
+
+@dataclass
+class Outcome:
+    answer: str = ""
+    label: str | None = None  # structured output: gesture, top mushroom candidate
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Row:
+    case: dict
+    outcome: dict
+    score: float | None  # 1/0 for accuracy metrics, the WER for "wer"; None for an error row
+
+
+def load_suite(path: Path) -> tuple[list[Case], list[Row]]:
+    """The cases of a suite, and error rows for lines that are not valid cases."""
+    cases, broken = [], []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            cases.append(Case.parse(line, f"line {n}"))
+        except InputError as err:
+            broken.append(Row({"id": f"line {n}", "task": "?", "raw": line[:200]}, asdict(Outcome(error=str(err))), None))
+    return cases, broken
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+
+def score(case: Case, out: Outcome) -> float:
+    if case.metric == "contains":
+        text = f" {normalize_text(out.answer)} "
+        return float(any(f" {normalize_text(a)} " in text for a in case.answer if normalize_text(a)))
+    if case.metric == "exact":
+        return float(any(normalize_text(out.answer) == normalize_text(a) for a in case.answer))
+    if case.metric == "wer":
+        return min(word_error_rate(a, out.answer) for a in case.answer)
+    if case.metric == "label":
+        return float(out.label is not None and any(normalize_text(out.label) == normalize_text(a) for a in case.answer))
+    if case.metric == "safety":
+        from app.mushroom import is_safe_answer
+
+        return float(is_safe_answer(out.answer))
+    raise ValueError(case.metric)
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+Runner = Callable[[Case, Path, str], Outcome]
+
+
+def chat_content(case: Case, base: Path) -> list:
+    """The user turn of a chat task: image, then audio, then the prompt."""
+    from encoders.audio import load_audio
+    from encoders.vision import load_image
+    from fusion.prompt import Audio, Image
+
+    content: list = []
+    if case.image:
+        content.append(Image(load_image(base / case.image), Path(case.image).name))
+    if case.audio:
+        content.append(Audio(load_audio(base / case.audio), Path(case.audio).name))
+    prompt = case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
+    if prompt:
+        content.append(prompt)
+    return content
+
+
+def is_chat_task(case: Case, mode: str) -> bool:
+    return case.task in ("vqa", "speech_qa") or (case.task == "asr" and mode == "e2e")
+
+
+def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
+    """Tasks whose output is not (only) a chat answer; shared by the local runner and the server."""
+    from encoders.audio import load_audio
+    from encoders.vision import load_image
+
+    t0 = time.perf_counter()
+    if case.task == "asr":
+        text = assistant.transcribe(load_audio(base / case.audio))
+        return Outcome(text, None, None, time.perf_counter() - t0)
+    if case.task == "mushroom":
+        from app.mushroom import identify
+
+        report = identify(assistant, load_image(base / case.image), case.prompt or "")
+        return Outcome(report.text, report.top, None, time.perf_counter() - t0)
+    if case.task == "rps":
+        from app.gestures import gesture_from_file
+
+        g = gesture_from_file(base / case.image)
+        return Outcome(g.name, g.name, None, time.perf_counter() - t0)
+    raise InputError(f"task {case.task} is a chat task")
+
+
+def local_runner(assistant, sampling) -> Runner:
+    from fusion.assistant import Timings
+
+    def run(case: Case, base: Path, mode: str) -> Outcome:
+        if not is_chat_task(case, mode):
+            return run_structured(assistant, case, base, mode)
+        timings = Timings()
+        text = "".join(assistant.chat([{"role": "user", "content": chat_content(case, base)}], mode, sampling, timings))
+        return Outcome(text, None, timings.first_token_s, timings.total_s, timings.new_tokens)
+
+    return run
+
+
+def server_runner(url: str, sampling, api_key: str | None = None, timeout: float = 600) -> Runner:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    def run(case: Case, base: Path, mode: str) -> Outcome:
+        for p in (case.image, case.audio):
+            if p and not (base / p).is_file():
+                raise InputError(f"no such file: {base / p}")
+        if not is_chat_task(case, mode):
+            body = {"case": asdict(case), "mode": mode,
+                    "image": b64(base / case.image) if case.image else None,
+                    "audio": b64(base / case.audio) if case.audio else None}
+            r = client.post("/v1/pocket/run", json=body)
+            _raise_for(r)
+            return Outcome(**r.json()["outcome"])
+        parts: list[dict] = []
+        if case.image:
+            parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(base / case.image)}"}})
+        if case.audio:
+            fmt = Path(case.audio).suffix.lstrip(".").lower()
+            parts.append({"type": "input_audio", "input_audio": {"data": b64(base / case.audio), "format": fmt}})
+        prompt = case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
+        if prompt:
+            parts.append({"type": "text", "text": prompt})
+        body = {"model": f"pocket-{mode}", "messages": [{"role": "user", "content": parts}], "stream": True,
+                "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature}
+        t0, first, text, tokens = time.perf_counter(), None, "", 0
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                r.read()
+                _raise_for(r)
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    raise InputError(event["error"]["message"])
+                piece = event["choices"][0]["delta"].get("content")
+                if piece:
+                    first = first if first is not None else time.perf_counter() - t0
+                    text += piece
+                    tokens += 1
+        return Outcome(text, None, first, time.perf_counter() - t0, tokens)
+
+    return run
+
+
+def _raise_for(r) -> None:
+    if r.status_code != 200:
+        try:
+            message = r.json()["error"]["message"]
+        except Exception:
+            message = r.text[:200]
+        raise InputError(f"server answered {r.status_code}: {message}")
+
+
+def run_suite(suite: Path, runner: Runner, mode: str, progress: bool = True, limit: int | None = None) -> list[Row]:
+    from tqdm import tqdm
+
+    cases, rows = load_suite(suite)
+    cases = cases[:limit] if limit else cases
+    base = Path(suite).parent
+    bar = tqdm(cases, desc=Path(suite).stem, unit="case", disable=not progress, dynamic_ncols=True)
+    for case in bar:
+        try:
+            out = runner(case, base, mode)
+            rows.append(Row(asdict(case), asdict(out), score(case, out)))
+        except InputError as err:
+            rows.append(Row(asdict(case), asdict(Outcome(error=str(err))), None))
+        bar.set_postfix(errors=sum(r.score is None for r in rows))
+    return rows
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+def summarize(rows: list[Row]) -> dict:
+    """Per task and overall: accuracy or mean WER, errors, latency p50/p95, tokens/s."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.case["task"], []).append(r)
+    out = {}
+    for task, rs in sorted(groups.items()) + [("overall", rows)]:
+        scored = [r for r in rs if r.score is not None]
+        wer = [r.score for r in scored if r.case.get("metric") == "wer"]
+        acc = [r.score for r in scored if r.case.get("metric") != "wer"]
+        ttft = [r.outcome["first_token_s"] for r in scored if r.outcome["first_token_s"] is not None]
+        total = [r.outcome["total_s"] for r in scored]
+        rate = [r.outcome["tokens"] / r.outcome["total_s"] for r in scored
+                if r.outcome["tokens"] and r.outcome["total_s"] > 0]
+        out[task] = {"cases": len(rs), "errors": len(rs) - len(scored),
+                     "accuracy": statistics.fmean(acc) if acc else None,
+                     "mean_wer": statistics.fmean(wer) if wer else None,
+                     "first_token_p50_s": _pct(ttft, 0.5), "first_token_p95_s": _pct(ttft, 0.95),
+                     "total_p50_s": _pct(total, 0.5), "total_p95_s": _pct(total, 0.95),
+                     "tokens_per_s": statistics.fmean(rate) if rate else None}
+    return out
+
+
+def _fmt(v, kind: str = "s") -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0%}" if kind == "%" else f"{v:.2f}" if kind == "s" else f"{v:.1f}"
+
+
+def summary_table(summary: dict) -> str:
+    head = "| task | cases | errors | accuracy | mean WER | first token p50/p95 (s) | total p50/p95 (s) | tokens/s |"
+    lines = [head, "|" + "---|" * 8]
+    for task, s in summary.items():
+        lines.append(f"| {task} | {s['cases']} | {s['errors']} | {_fmt(s['accuracy'], '%')} | "
+                     f"{_fmt(s['mean_wer'], '%')} | {_fmt(s['first_token_p50_s'])} / {_fmt(s['first_token_p95_s'])} | "
+                     f"{_fmt(s['total_p50_s'])} / {_fmt(s['total_p95_s'])} | {_fmt(s['tokens_per_s'], 'n')} |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[Row], out_dir: Path, meta: dict) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    report = {"meta": meta, "summary": summary, "cases": [asdict(r) for r in rows]}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    failures = [r for r in rows if r.score is None or (r.case.get("metric") == "wer" and r.score > 0)
+                or (r.case.get("metric") != "wer" and r.score < 1)]
+    md = [f"# Evaluation: {meta.get('suite')}", "", f"mode `{meta.get('mode')}`, runner `{meta.get('runner')}`, "
+          f"{meta.get('started')}", "", summary_table(summary), "", f"## Failures and errors ({len(failures)})", ""]
+    for r in failures:
+        what = r.outcome["error"] or r.outcome["answer"].replace("\n", " ")[:200]
+        md.append(f"- `{r.case['id']}` ({r.case['task']}, {r.case.get('metric')}): expected "
+                  f"{r.case.get('answer')}; got {'ERROR ' if r.outcome['error'] else ''}{what!r}")
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    return report
+
+
+# -- comparing two runs -----------------------------------------------------------------------------
+
+def compare_reports(a_path: Path, b_path: Path, out_dir: Path) -> str:
+    """Two report.json files side by side per task, the cases that changed, and a PNG plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
+    name_a = f"A: {a['meta'].get('mode')} ({Path(a_path).parent.name})"
+    name_b = f"B: {b['meta'].get('mode')} ({Path(b_path).parent.name})"
+    tasks = [t for t in a["summary"] if t in b["summary"]]
+
+    def quality(s: dict) -> tuple[str, float | None]:
+        return ("mean WER", s["mean_wer"]) if s["mean_wer"] is not None and s["accuracy"] is None \
+            else ("accuracy", s["accuracy"])
+
+    lines = [f"# {name_a} vs {name_b}", "", "| task | metric | A | B | change | first token p50 A / B (s) | "
+             "total p50 A / B (s) | errors A / B |", "|" + "---|" * 8]
+    for t in tasks:
+        sa, sb = a["summary"][t], b["summary"][t]
+        metric, qa = quality(sa)
+        qb = quality(sb)[1]
+        delta = f"{(qb - qa) * 100:+.0f} pts" if qa is not None and qb is not None else "-"
+        lines.append(f"| {t} | {metric} | {_fmt(qa, '%')} | {_fmt(qb, '%')} | {delta} | "
+                     f"{_fmt(sa['first_token_p50_s'])} / {_fmt(sb['first_token_p50_s'])} | "
+                     f"{_fmt(sa['total_p50_s'])} / {_fmt(sb['total_p50_s'])} | {sa['errors']} / {sb['errors']} |")
+    by_id = {c["case"]["id"]: c for c in a["cases"]}
+    changed = []
+    for c in b["cases"]:
+        old = by_id.get(c["case"]["id"])
+        if old and old["score"] != c["score"]:
+            changed.append(f"- `{c['case']['id']}`: {old['score']} -> {c['score']}: "
+                           f"{(c['outcome']['error'] or c['outcome']['answer'])[:120]!r}")
+    lines += ["", f"## Cases whose score changed ({len(changed)})", ""] + changed[:50]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    (out_dir / "compare.md").write_text(text)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(tasks))
+    for i, (rep, name) in enumerate(((a, name_a), (b, name_b))):
+        q = [quality(rep["summary"][t])[1] or 0 for t in tasks]
+        lat = [rep["summary"][t]["total_p50_s"] or 0 for t in tasks]
+        ax1.bar(x + (i - 0.5) * 0.4, q, 0.4, label=name)
+        ax2.bar(x + (i - 0.5) * 0.4, lat, 0.4, label=name)
+    for ax, title in ((ax1, "accuracy (WER for asr)"), (ax2, "total latency p50 (s)")):
+        ax.set_xticks(x, tasks, rotation=20)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "compare.png", dpi=100)
+    plt.close(fig)
+    return text
