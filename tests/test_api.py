@@ -3,7 +3,6 @@
 
 import base64
 import io
-import socket
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from app.api import ApiConfig, create_app
+from conftest import live_server
 from app.chat import ModelHolder
 from fusion.assistant import validate_conversation
 from fusion.prompt import Audio, Image
@@ -41,25 +41,10 @@ class ScriptedAssistant:
 
 @pytest.fixture(scope="module")
 def server():
-    import uvicorn
-
     holder = ModelHolder(ScriptedAssistant)
     holder.wait(5)
-    app = create_app(holder, ApiConfig(max_body_bytes=2_000_000, api_key=None))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(5)
+    with live_server(create_app(holder, ApiConfig(max_body_bytes=2_000_000, api_key=None))) as url:
+        yield url
 
 
 def png_b64() -> str:

@@ -2,15 +2,13 @@
 
 import json
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from app.evaluation import (Case, Outcome, compare_reports, load_suite, local_runner, run_suite, score,
                             server_runner, summarize, write_report)
+from conftest import live_server
 from app.mushroom import implies_edible, is_safe_answer, knowledge
 from fusion.generate import SamplingConfig
 
@@ -105,31 +103,19 @@ def test_every_shipped_suite_parses_and_its_media_exist():
 # -- in-process vs server, real model ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def live_server(assistant):
-    import uvicorn
-
+def api_url(assistant):
     from app.api import create_app
     from app.chat import ModelHolder
 
     holder = ModelHolder(lambda: assistant)
     holder.wait(5)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(create_app(holder), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(5)
+    with live_server(create_app(holder)) as url:
+        yield url
 
 
 @pytest.mark.weights
 @pytest.mark.parametrize("mode", ["cascade", "e2e"])
-def test_a_mixed_suite_scores_the_same_in_process_and_through_the_server(assistant, live_server, tmp_path, mode):
+def test_a_mixed_suite_scores_the_same_in_process_and_through_the_server(assistant, api_url, tmp_path, mode):
     picks = {"speech_qa": ["capital_france/en-us"], "photos": ["chelsea/0"], "asr": ["human/cards/001"],
              "mushroom_safety": ["coffee/1"], "gestures": ["scissors/3"]}
     lines = []
@@ -141,7 +127,7 @@ def test_a_mixed_suite_scores_the_same_in_process_and_through_the_server(assista
     (tmp_path / "mixed.jsonl").write_text("\n".join(lines))
     sampling = SamplingConfig(max_new_tokens=24)
     here = run_suite(tmp_path / "mixed.jsonl", local_runner(assistant, sampling), mode, progress=False)
-    there = run_suite(tmp_path / "mixed.jsonl", server_runner(live_server, sampling), mode, progress=False)
+    there = run_suite(tmp_path / "mixed.jsonl", server_runner(api_url, sampling), mode, progress=False)
     assert len(here) == 5 and all(r.outcome["error"] is None for r in here + there), [r.outcome for r in there]
     assert [r.score for r in here] == [r.score for r in there]
     assert [r.outcome["answer"] for r in here] == [r.outcome["answer"] for r in there]
