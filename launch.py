@@ -132,6 +132,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from app.projector_training import train
+
+    train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
+          work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install)
+    return 0
+
+
 def cmd_suites(args) -> int:
     from app.suites import build
 
@@ -162,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-p", type=float, default=1.0)
     ev.add_argument("--seed", type=int, default=None)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr = sub.add_parser("train", help="train a projector (encoders and decoder frozen) and install it in assets/")
+    tr.add_argument("modality", choices=["audio", "vision"])
+    tr.add_argument("--steps", type=int, default=500)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--variants", type=int, default=8, help="spoken versions of each training sentence")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--work", default=None, help="data and checkpoints (default $POCKET_OMNI_CACHE/train)")
+    tr.add_argument("--rebuild-data", action="store_true")
+    tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
     cmp_ = sub.add_parser("compare", help="compare two report.json files (table + PNG plot)")
     cmp_.add_argument("a")
     cmp_.add_argument("b")
@@ -190,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusion.weights import WeightError
 
     commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,
-                "suites": cmd_suites, None: cmd_ui}
+                "suites": cmd_suites, "train": cmd_train, None: cmd_ui}
     try:
         return commands[args.command](args)
     except (InputError, WeightError) as err:

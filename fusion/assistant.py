@@ -56,8 +56,10 @@ class Assistant:
 
     @classmethod
     def load_default(cls, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                     projectors: str | Path | None = None, config: OmniConfig | None = None) -> "Assistant":
-        """The offline "pocket" model: weights fetched, verified and converted on first use."""
+                     projectors: str | Path | None = None, config: OmniConfig | None = None,
+                     untrained: bool = False) -> "Assistant":
+        """The offline "pocket" model: weights fetched, verified and converted on first use.
+        `untrained` skips the shipped projectors (training starts from a seeded initialisation)."""
         from fusion.weights import ensure_default_weights
 
         w = ensure_default_weights()
@@ -67,9 +69,9 @@ class Assistant:
         t0 = time.perf_counter()
         transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
         vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
-        if projectors is None and DEFAULT_PROJECTORS.exists():
+        if projectors is None and DEFAULT_PROJECTORS.exists() and not untrained:
             projectors = DEFAULT_PROJECTORS
-        if projectors is None:
+        if projectors is None and not untrained:
             log.warning("no trained projectors found: e2e answers about media will be meaningless")
         model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device)
         transcriber.model.to(device)

@@ -60,6 +60,13 @@ class OmniModel(nn.Module):
                                                                    config.projector_hidden))
         self.vision_projector = VisionProjector(VisionProjectorConfig(vision_tower.feature_dim, d, config.vision_merge,
                                                                       config.projector_hidden))
+        # Start the audio tokens at the loudness of the decoder's own token embeddings (median RMS),
+        # not at RMSNorm's unit scale: SmolLM2's embeddings have RMS ~0.13, and 7x louder inputs
+        # would take a small learning rate most of a run to undo.
+        with torch.no_grad():
+            rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
+            self.audio_projector.ln_post.weight.fill_(float(rms))
+        self.trained: set[str] = set()  # which projectors carry trained weights
         self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
         eos = {tokenizer.eos_token_id, *([decoder.config.eos_token_id] if isinstance(decoder.config.eos_token_id, int)
                                          else decoder.config.eos_token_id or [])}
@@ -80,8 +87,15 @@ class OmniModel(nn.Module):
         from safetensors.torch import load_file
 
         state = load_file(str(path))
-        self.audio_projector.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("audio.")})
-        self.vision_projector.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("vision.")})
+        loaded = []
+        for prefix, module in (("audio.", self.audio_projector), ("vision.", self.vision_projector)):
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if part:  # a file may hold one trained projector; the other keeps its initialisation
+                module.load_state_dict(part, strict=True)
+                loaded.append(prefix[:-1])
+        if not loaded:
+            raise ValueError(f"{path} holds no audio.* or vision.* projector weights")
+        self.trained = set(loaded)
 
     # -- media -> projected tokens ---------------------------------------------------------
     def image_tokens(self, image: Image) -> torch.Tensor:

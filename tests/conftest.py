@@ -44,6 +44,7 @@ def tiny_decoder(tiny_tokenizer):
     config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=True, eos_token_id=tiny_tokenizer.eos_token_id,
+                         initializer_range=0.3,  # logits wide enough for a projector to steer them
                          bos_token_id=None, pad_token_id=tiny_tokenizer.pad_token_id)
     return LlamaForCausalLM(config).eval()
 

@@ -1,0 +1,135 @@
+"""`launch.py train`: build the data, train a projector, install it in assets/, measure it on held-out data.
+
+The held-out measurements are the ones the model card reports:
+- spoken questions: does the e2e answer contain the same key answer as the answer to the text of the
+  question (cases where the text answer has the key), with the cascade's figure beside it;
+- "repeat what I said": word error rate of the e2e path and of Whisper's own decoder on the same
+  held-out espeak-ng clips and human recordings;
+- time to first token for a spoken question, e2e vs cascade.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from app.metrics import normalize_text, word_errors
+from fusion.generate import SamplingConfig
+from fusion.prompt import Audio
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "projectors"
+HUMAN = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards")]
+
+
+def evaluation_sentences() -> set[str]:
+    from app.suites import DICTATION, SPOKEN_QUESTIONS
+
+    return {q for _, q, _ in SPOKEN_QUESTIONS} | set(DICTATION)
+
+
+def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
+          rebuild_data: bool, install: bool) -> dict:
+    from fusion.assistant import Assistant
+    from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
+    from fusion.weights import cache_dir
+
+    if modality != "audio":
+        raise SystemExit("only `train audio` exists so far; the vision projector is not trained yet")
+    work = work or cache_dir() / "train" / modality
+    data, run = work / f"data-seed{seed}-v{variants}", work / f"run-seed{seed}-s{steps}-b{batch_size}"
+    t0 = time.perf_counter()
+    assistant = Assistant.load_default(projectors=None, untrained=True)
+    if rebuild_data and data.exists():
+        shutil.rmtree(data)
+    if not (data / "meta.json").exists():
+        build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed)
+    data_s = time.perf_counter() - t0
+    weights = train_projector(assistant.model, data, run, TrainConfig(modality, steps, batch_size, seed=seed))
+    train_s = time.perf_counter() - t0 - data_s
+    plot_curve(run / "train_log.jsonl", run / f"{modality}_curve.png", f"{modality} projector, seed {seed}")
+    assistant.model.load_projectors(weights)
+    metrics = {"data_s": round(data_s), "train_s": round(train_s), "steps": steps, "batch_size": batch_size,
+               "seed": seed, **heldout_metrics(assistant, data)}
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    if install:
+        install_weights(weights, run / f"{modality}_curve.png", run / "metrics.json", modality)
+    return metrics
+
+
+def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) -> None:
+    """Merge the trained projector into assets/projectors/pocket.safetensors (the default)."""
+    from safetensors.torch import load_file, save_file
+
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    target = ASSETS / "pocket.safetensors"
+    state = load_file(str(target)) if target.exists() else {}
+    state = {k: v for k, v in state.items() if not k.startswith(modality + ".")}
+    state.update(load_file(str(weights)))
+    save_file(state, str(target), metadata={"format": "pt"})
+    shutil.copy(curve, ASSETS / f"{modality}_curve.png")
+    shutil.copy(metrics, ASSETS / f"{modality}_metrics.json")
+    print(f"installed {modality} projector in {target}")
+
+
+def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
+    from encoders.audio import load_audio
+
+    meta = [m for m in json.loads((data / "meta.json").read_text()) if m["split"] == "heldout"]
+    tok = assistant.model.tokenizer
+    sampling = SamplingConfig(max_new_tokens=max_tokens)
+
+    def answer(content, mode):
+        return "".join(assistant.chat([{"role": "user", "content": content}], mode, sampling))
+
+    def has(text, key):
+        return f" {normalize_text(key)} " in f" {normalize_text(text)} "
+
+    qa = {"cases": 0, "e2e": 0, "cascade": 0}
+    for m in meta:
+        text_answer = tok.decode(m["answer_ids"], skip_special_tokens=True)
+        if not m["answer_key"] or not has(text_answer, m["answer_key"]):
+            continue
+        wave = load_audio(data / "heldout" / f"{m['key']}.wav")
+        qa["cases"] += 1
+        qa["e2e"] += has(answer([Audio(wave)], "e2e"), m["answer_key"])
+        qa["cascade"] += has(answer([Audio(wave)], "cascade"), m["answer_key"])
+    repeat = {"espeak": [0, 0, 0], "human": [0, 0, 0]}  # errors e2e, errors whisper, words
+    clips = [("espeak", data / "heldout" / f"{m['key']}.wav", m["text"]) for m in meta][:40]
+    for folder in HUMAN:
+        listing = next(folder.glob("*transcription"))
+        for line in listing.read_text().splitlines():
+            text, utt = line.replace("<s>", "").replace("</s>", "").rsplit("(", 1)
+            clips.append(("human", folder / f"{utt.strip(') ')}.wav", text))
+    for kind, path, text in clips:
+        wave = load_audio(path)
+        e_e2e, n = word_errors(text, answer([Audio(wave), "Repeat exactly what was said."], "e2e"))
+        e_asr, _ = word_errors(text, assistant.transcribe(wave))
+        r = repeat[kind]
+        r[0], r[1], r[2] = r[0] + e_e2e, r[1] + e_asr, r[2] + n
+    ttft = {"e2e": [], "cascade": []}
+    five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5][:5] or meta[:5]
+    for m in five:
+        wave = load_audio(data / "heldout" / f"{m['key']}.wav")
+        for mode in ttft:
+            from fusion.assistant import Timings
+
+            t = Timings()
+            for _ in assistant.chat([{"role": "user", "content": [Audio(wave)]}], mode,
+                                    SamplingConfig(max_new_tokens=4), t):
+                pass
+            ttft[mode].append(t.first_token_s or t.total_s)
+    n_qa = max(qa["cases"], 1)
+    return {
+        "spoken_qa_cases": qa["cases"],
+        "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
+        "repeat_wer_espeak_e2e": repeat["espeak"][0] / max(repeat["espeak"][2], 1),
+        "repeat_wer_espeak_whisper": repeat["espeak"][1] / max(repeat["espeak"][2], 1),
+        "repeat_wer_human_e2e": repeat["human"][0] / max(repeat["human"][2], 1),
+        "repeat_wer_human_whisper": repeat["human"][1] / max(repeat["human"][2], 1),
+        "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
+        "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
+    }

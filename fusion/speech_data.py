@@ -1,0 +1,120 @@
+"""Spoken training prompts, generated: questions with known answers, instructions, chit-chat,
+dictation, numbers and names, spoken by espeak-ng in many voices, rates and pitches, then given
+noise, reverb and level changes. Deterministic for a seed.
+
+Held out (never trained on): the evaluation suites' voices and sentences, plus a slice of the
+generated sentences chosen by hash, so held-out numbers measure new voices and new sentences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COUNTRIES = {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "Spain": "Madrid", "Germany": "Berlin",
+             "Egypt": "Cairo", "Canada": "Ottawa", "Russia": "Moscow", "China": "Beijing", "England": "London",
+             "Greece": "Athens", "Portugal": "Lisbon", "Ireland": "Dublin", "Norway": "Oslo", "Austria": "Vienna",
+             "Poland": "Warsaw", "Kenya": "Nairobi", "Peru": "Lima", "Cuba": "Havana", "Sweden": "Stockholm"}
+ANIMALS = ["cat", "dog", "horse", "elephant", "lion", "whale", "eagle", "frog", "snake", "penguin", "tiger",
+           "rabbit", "owl", "shark", "bear", "cow", "sheep", "duck", "monkey", "bee"]
+THINGS = {"grass": "green", "snow": "white", "the sun": "yellow", "a banana": "yellow", "coal": "black",
+          "a tomato": "red", "the sea": "blue", "an orange": "orange", "milk": "white", "a lemon": "yellow"}
+NAMES = ["Alice", "Bob", "Maria", "David", "Sara", "James", "Lena", "Omar", "Grace", "Tom", "Emma", "Lucas"]
+TASKS = ["call the dentist", "buy some bread", "water the plants", "send the report", "pick up the kids",
+         "book a table", "pay the rent", "feed the cat", "take my medicine", "charge my phone"]
+TIMES = ["at six", "at noon", "tomorrow morning", "on Friday", "in ten minutes", "tonight", "at half past three"]
+TOPICS = ["the moon", "volcanoes", "the ocean", "honey bees", "the Roman empire", "rainbows", "chess",
+          "coffee", "the human heart", "trains", "music", "the desert", "bread", "the weather"]
+WORDS = ["cat", "light", "tree", "day", "blue", "fun", "rain", "star", "book", "cold"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+
+TRAIN_VOICES = ["en", "en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-us-nyc",
+                "en+m1", "en+m3", "en+m7", "en+f1", "en+f2", "en+f4", "en-us+m2", "en-us+f2", "en-gb+m4",
+                "en-gb+f1", "en+klatt", "en-us+klatt2", "en+croak", "en+whisper"]
+HELD_OUT_VOICES = ["en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4"]  # eval voices included
+
+
+@dataclass
+class Prompt:
+    text: str
+    key: str | None  # the answer a correct response contains, when the prompt has one
+    kind: str
+
+
+def prompts(seed: int = 0) -> list[Prompt]:
+    """Every distinct generated prompt, in a fixed order."""
+    out: list[Prompt] = []
+    for c, cap in COUNTRIES.items():
+        out += [Prompt(f"What is the capital of {c}?", cap, "question"),
+                Prompt(f"Which city is the capital of {c}?", cap, "question"),
+                Prompt(f"Tell me the capital city of {c}.", cap, "instruction")]
+    for thing, colour in THINGS.items():
+        out += [Prompt(f"What color is {thing}?", colour, "question")]
+    for a in range(1, 11):
+        for b in range(1, 11):
+            if (a * 7 + b * 3) % 4 == 0:
+                out.append(Prompt(f"What is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?", str(a + b), "numbers"))
+    for animal in ANIMALS:
+        out += [Prompt(f"Tell me a fun fact about the {animal}.", None, "instruction"),
+                Prompt(f"What does a {animal} eat?", None, "question"),
+                Prompt(f"Where does the {animal} live?", None, "question")]
+    for name in NAMES:
+        out += [Prompt(f"Hello, my name is {name}. How are you today?", None, "chat"),
+                Prompt(f"My friend {name} is sad today. What should I say?", None, "chat")]
+    for task in TASKS:
+        for t in TIMES[:4]:
+            out.append(Prompt(f"Remind me to {task} {t}.", None, "dictation"))
+    for topic in TOPICS:
+        out += [Prompt(f"Explain {topic} in one sentence.", None, "instruction"),
+                Prompt(f"Write a short poem about {topic}.", None, "instruction")]
+    for w in WORDS:
+        out.append(Prompt(f"Give me a word that rhymes with {w}.", None, "instruction"))
+    out += [Prompt(t, None, "chat") for t in (
+        "Good morning! What a lovely day.", "Can you help me plan my weekend?", "I feel tired today.",
+        "Thank you very much for your help.", "What should I cook for dinner tonight?", "Tell me a joke.",
+        "How do I make a cup of tea?", "What is your favourite book?", "I just got a new puppy!")]
+    return out
+
+
+def is_held_out_sentence(text: str, evaluation_sentences: set[str]) -> bool:
+    if text in evaluation_sentences:
+        return True
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10 == 0  # 10% of sentences, stable
+
+
+def speak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+    """espeak-ng -> float32 mono at espeak's 22050 Hz, resampled to 16 kHz."""
+    import soundfile as sf
+
+    from encoders.audio import to_mono_16k
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", f.name, text],
+                       check=True, capture_output=True)
+        samples, sr = sf.read(f.name, dtype="float32")
+    return to_mono_16k(samples, sr)
+
+
+def augment(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Level change, optional room reverb (exponential-decay noise impulse) and background noise."""
+    x = wave.astype(np.float32)
+    if rng.random() < 0.4:
+        n = int(16000 * rng.uniform(0.05, 0.3))
+        ir = rng.standard_normal(n).astype(np.float32) * np.exp(-np.linspace(0, rng.uniform(4, 9), n)).astype(np.float32)
+        ir[0] = 1.0
+        x = np.convolve(x, ir)[: len(x)]
+    if rng.random() < 0.6:
+        snr_db = rng.uniform(8, 30)
+        noise = rng.standard_normal(len(x)).astype(np.float32)
+        if rng.random() < 0.5:  # pinkish: smoothed
+            noise = np.convolve(noise, np.ones(8, np.float32) / 8, mode="same")
+        p_sig, p_noise = float((x ** 2).mean()) + 1e-12, float((noise ** 2).mean()) + 1e-12
+        x = x + noise * np.sqrt(p_sig / p_noise / 10 ** (snr_db / 10))
+    x = x / (np.abs(x).max() + 1e-6) * 10 ** (rng.uniform(-18, -1) / 20)
+    return x.astype(np.float32)

@@ -1,0 +1,230 @@
+"""Projector training: towers and decoder frozen, only the projector learns (Ultravox, LLaVA stage 1).
+
+Speech is distilled as Ultravox does: the target for a spoken prompt is what the decoder answers
+to the same prompt as text; a second task asks it to repeat what was said (target: the text).
+The towers' features are computed once and cached; each step runs the decoder forward and
+backward through the spliced prompt, the loss on the target tokens only.
+
+Shape letters: B batch, L sequence, D decoder width.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fusion.model import OmniModel
+from fusion.prompt import Audio, build_prompt_ids
+
+REPEAT = "Repeat exactly what was said."
+MAX_TARGET_TOKENS = 20
+
+
+@dataclass
+class TrainConfig:
+    modality: Literal["audio", "vision"] = "audio"
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.01
+    repeat_fraction: float = 0.4  # share of samples that train "repeat what was said"
+    seed: int = 0
+    checkpoint_every: int = 50
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def teacher_answers(model: OmniModel, texts: list[str], max_tokens: int = MAX_TARGET_TOKENS, batch: int = 16,
+                    log=print) -> list[list[int]]:
+    """Greedy answers of the frozen decoder to text prompts (the distillation targets)."""
+    tok, dec = model.tokenizer, model.decoder
+    out: list[list[int]] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        for i in range(0, len(texts), batch):
+            chats = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                             add_generation_prompt=True) for t in texts[i:i + batch]]
+            enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+            gen = dec.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad,
+                               eos_token_id=sorted(model.eos_ids))
+            for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+                ids = []
+                for t in row:
+                    if t in model.eos_ids or t == pad:
+                        break
+                    ids.append(t)
+                out.append(ids)
+            log(f"teacher answers: {len(out)}/{len(texts)}")
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
+                        seed: int = 0, log=print) -> dict:
+    """Speak every generated prompt in several voices, cache Whisper features and targets."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from fusion.speech_data import HELD_OUT_VOICES, TRAIN_VOICES, augment, is_held_out_sentence, prompts, speak
+
+    rng = np.random.default_rng(seed)
+    items = prompts(seed)
+    answers = teacher_answers(model, [p.text for p in items], log=log)
+    eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    clips, meta = {}, []
+    for i, (p, answer) in enumerate(tqdm(list(zip(items, answers)), desc="speaking and encoding", unit="prompt")):
+        held = is_held_out_sentence(p.text, evaluation_sentences)
+        voices = HELD_OUT_VOICES if held else TRAIN_VOICES
+        for v in range(2 if held else variants):
+            voice = voices[(i + v * 3) % len(voices)]
+            wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
+            if not held or v:
+                wave = augment(wave, rng)
+            with torch.inference_mode():
+                frames = torch.cat(model.audio_tower.encode(wave))
+            key = f"clip{len(meta)}"
+            clips[key] = frames.to(torch.float16).contiguous()
+            if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
+                import soundfile as sf
+
+                (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
+                sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
+            meta.append({"key": key, "text": p.text, "answer_key": p.key, "kind": p.kind, "voice": voice,
+                         "split": "heldout" if held else "train", "seconds": len(wave) / 16000,
+                         "answer_ids": answer + [eos],
+                         "transcript_ids": model.tokenizer.encode(p.text, add_special_tokens=False) + [eos]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(clips, str(out_dir / "features.safetensors"))
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+    summary = {"clips": len(meta), "train": sum(m["split"] == "train" for m in meta),
+               "heldout": sum(m["split"] == "heldout" for m in meta)}
+    log(f"dataset: {summary}")
+    return summary
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+def _prompt_parts(model: OmniModel, repeat: bool, n_audio: int) -> tuple[list[int], list[int]]:
+    """(prefix ids before the audio, suffix ids after it) for one spoken user turn."""
+    content = [Audio(np.zeros(1, np.float32))] + ([REPEAT] if repeat else [])
+    ids = build_prompt_ids(model.tokenizer, [{"role": "user", "content": content}], [n_audio],
+                           model.placeholder_ids).ids
+    ph = model.placeholder_ids[Audio]
+    first = ids.index(ph)
+    return ids[:first], ids[first + n_audio:]
+
+
+def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: TrainConfig, log=print,
+                    stop_after: int | None = None) -> Path | None:
+    """Train the audio projector on a built dataset; resumable from out_dir/checkpoint.pt.
+    `stop_after` ends this run early (as an interruption would) after that many steps; None returned."""
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
+    feats = load_file(str(data_dir / "features.safetensors"))
+    proj = model.audio_projector
+    model.requires_grad_(False)
+    proj.requires_grad_(True)
+    model.decoder.eval()
+    opt = torch.optim.AdamW(proj.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))  # noqa: E731
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
+    step = 0
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        proj.load_state_dict(state["projector"])
+        opt.load_state_dict(state["optimizer"])
+        step, rng = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resuming from step {step}")
+    elif log_path.exists():
+        log_path.unlink()
+    prefix, _ = _prompt_parts(model, False, 1)
+    assert prefix == _prompt_parts(model, True, 1)[0], "the prompt before the audio must not depend on the task"
+    embed = model.decoder.get_input_embeddings()
+    lm_head = model.decoder.get_output_embeddings()
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.modality} projector", unit="step")
+    t_start = time.perf_counter()
+    first = step
+    while step < config.steps:
+        if stop_after is not None and step - first >= stop_after:
+            bar.close()
+            return None
+        batch = [rng.choice(meta) for _ in range(config.batch_size)]
+        repeats = [rng.random() < config.repeat_fraction for _ in batch]
+        rows, targets = [], []
+        for m, rep in zip(batch, repeats):
+            audio = proj(feats[m["key"]].float())  # n, D  (grad flows here only)
+            _, suffix = _prompt_parts(model, rep, audio.shape[0])
+            target = m["transcript_ids"] if rep else m["answer_ids"]
+            text = torch.tensor(suffix + target)
+            rows.append(torch.cat([audio, embed(text)]))
+            targets.append((audio.shape[0] + len(suffix), target))
+        L = max(r.shape[0] for r in rows)
+        x = torch.stack([F.pad(r, (0, 0, 0, L - r.shape[0])) for r in rows])  # B, L, D (right-padded)
+        with torch.no_grad():  # the shared system prompt: computed without grad, reused as cache
+            cache = model.decoder(input_ids=torch.tensor([prefix] * len(rows)), use_cache=True).past_key_values
+        hidden = model.decoder.model(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state
+        # logits only where a target token is predicted: position t predicts token t+1
+        pos = [(b, start - 1 + j) for b, (start, tgt) in enumerate(targets) for j in range(len(tgt))]
+        h = hidden[[b for b, _ in pos], [p for _, p in pos]]
+        labels = torch.tensor([t for _, tgt in targets for t in tgt])
+        loss = F.cross_entropy(lm_head(h).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
+        for g in opt.param_groups:
+            g["lr"] = config.lr * schedule(step)
+        opt.step()
+        step += 1
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                                "elapsed_s": time.perf_counter() - t_start}) + "\n")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            torch.save({"projector": proj.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
+                        "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
+    bar.close()
+    weights = out_dir / f"{config.modality}_projector.safetensors"
+    save_file({f"{config.modality}.{k}": v.detach().contiguous() for k, v in proj.state_dict().items()}, str(weights))
+    return weights
+
+
+def plot_curve(log_path: Path, png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+    k = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, alpha=0.3, label="loss")
+    ax.plot(steps[k - 1:], smooth, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy on target tokens")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
