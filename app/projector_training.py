@@ -34,10 +34,9 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
           rebuild_data: bool, install: bool) -> dict:
     from fusion.assistant import Assistant
     from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
+    from fusion.vision_data import build_vision_dataset
     from fusion.weights import cache_dir
 
-    if modality != "audio":
-        raise SystemExit("only `train audio` exists so far; the vision projector is not trained yet")
     work = work or cache_dir() / "train" / modality
     data, run = work / f"data-seed{seed}-v{variants}", work / f"run-seed{seed}-s{steps}-b{batch_size}"
     t0 = time.perf_counter()
@@ -45,14 +44,18 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     if rebuild_data and data.exists():
         shutil.rmtree(data)
     if not (data / "meta.json").exists():
-        build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed)
+        if modality == "audio":
+            build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed)
+        else:
+            build_vision_dataset(assistant.model, data, seed=seed)
     data_s = time.perf_counter() - t0
     weights = train_projector(assistant.model, data, run, TrainConfig(modality, steps, batch_size, seed=seed))
     train_s = time.perf_counter() - t0 - data_s
     plot_curve(run / "train_log.jsonl", run / f"{modality}_curve.png", f"{modality} projector, seed {seed}")
     assistant.model.load_projectors(weights)
+    measure = heldout_metrics if modality == "audio" else heldout_photo_metrics
     metrics = {"data_s": round(data_s), "train_s": round(train_s), "steps": steps, "batch_size": batch_size,
-               "seed": seed, **heldout_metrics(assistant, data)}
+               "seed": seed, **measure(assistant, data)}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if install:
@@ -133,3 +136,23 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
         "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
     }
+
+
+def heldout_photo_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
+    """"What is in this picture?" on the evaluation photos (never trained on): does the answer name the
+    main object? e2e beside the cascade."""
+    from app.suites import PHOTOS
+    from fusion.prompt import Image
+    from fusion.vision_data import load_photo
+
+    sampling = SamplingConfig(max_new_tokens=max_tokens)
+    hits, answers = {"e2e": 0, "cascade": 0}, {}
+    for name, accepted in PHOTOS.items():
+        pixels = load_photo(f"skimage:{name}")
+        for mode in hits:
+            text = "".join(assistant.chat([{"role": "user", "content": [Image(pixels), "What is in this picture?"]}],
+                                          mode, sampling))
+            answers[f"{name}/{mode}"] = text
+            hits[mode] += any(f" {normalize_text(a)} " in f" {normalize_text(text)} " for a in accepted)
+    return {"photos": len(PHOTOS), "names_main_object_e2e": hits["e2e"] / len(PHOTOS),
+            "names_main_object_cascade": hits["cascade"] / len(PHOTOS), "answers": answers}

@@ -28,7 +28,7 @@ DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
 @dataclass
 class OmniConfig:
     audio_stack: int = 8
-    vision_merge: int = 1
+    vision_merge: int = 2  # 7x7 EfficientNet patches -> 16 tokens (Qwen2-VL's 2x2 merge)
     projector_hidden: int = 2048
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN

@@ -16,14 +16,14 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fusion.model import OmniModel
-from fusion.prompt import Audio, build_prompt_ids
+from fusion.prompt import Audio, Image, build_prompt_ids
 
 REPEAT = "Repeat exactly what was said."
 MAX_TARGET_TOKENS = 20
@@ -117,26 +117,49 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
 
 # -- training ---------------------------------------------------------------------------------------
 
-def _prompt_parts(model: OmniModel, repeat: bool, n_audio: int) -> tuple[list[int], list[int]]:
-    """(prefix ids before the audio, suffix ids after it) for one spoken user turn."""
-    content = [Audio(np.zeros(1, np.float32))] + ([REPEAT] if repeat else [])
-    ids = build_prompt_ids(model.tokenizer, [{"role": "user", "content": content}], [n_audio],
-                           model.placeholder_ids).ids
-    ph = model.placeholder_ids[Audio]
-    first = ids.index(ph)
-    return ids[:first], ids[first + n_audio:]
+def _prompt_parts(model: OmniModel, kind: type, prompt: str | None, n: int) -> tuple[list[int], list[int]]:
+    """(ids before the media, ids after it) for a user turn of one image or clip and an optional prompt."""
+    media = Audio(np.zeros(1, np.float32)) if kind is Audio else Image(np.zeros((1, 1, 3), np.uint8))
+    content = [media] + ([prompt] if prompt else [])
+    ids = build_prompt_ids(model.tokenizer, [{"role": "user", "content": content}], [n], model.placeholder_ids).ids
+    first = ids.index(model.placeholder_ids[kind])
+    return ids[:first], ids[first + n:]
+
+
+# A sampler draws one training example: (projected media tokens with grad, prompt after the media, target ids).
+Sampler = Callable[[random.Random], tuple[torch.Tensor, "str | None", list[int]]]
+
+
+def audio_sampler(model: OmniModel, data_dir: Path, config: TrainConfig) -> Sampler:
+    from safetensors.torch import load_file
+
+    meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
+    feats = load_file(str(data_dir / "features.safetensors"))
+
+    def draw(rng: random.Random):
+        m = rng.choice(meta)
+        if rng.random() < config.repeat_fraction:
+            return model.audio_projector(feats[m["key"]].float()), REPEAT, m["transcript_ids"]
+        return model.audio_projector(feats[m["key"]].float()), None, m["answer_ids"]
+
+    return draw
 
 
 def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: TrainConfig, log=print,
                     stop_after: int | None = None) -> Path | None:
-    """Train the audio projector on a built dataset; resumable from out_dir/checkpoint.pt.
+    """Train one projector on a built dataset; resumable from out_dir/checkpoint.pt.
     `stop_after` ends this run early (as an interruption would) after that many steps; None returned."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from tqdm import tqdm
 
-    meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
-    feats = load_file(str(data_dir / "features.safetensors"))
-    proj = model.audio_projector
+    kind = Audio if config.modality == "audio" else Image
+    proj = model.audio_projector if kind is Audio else model.vision_projector
+    if kind is Audio:
+        draw = audio_sampler(model, data_dir, config)
+    else:
+        from fusion.vision_data import vision_sampler
+
+        draw = vision_sampler(model, data_dir, config)
     model.requires_grad_(False)
     proj.requires_grad_(True)
     model.decoder.eval()
@@ -156,8 +179,8 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         log(f"resuming from step {step}")
     elif log_path.exists():
         log_path.unlink()
-    prefix, _ = _prompt_parts(model, False, 1)
-    assert prefix == _prompt_parts(model, True, 1)[0], "the prompt before the audio must not depend on the task"
+    prefix, _ = _prompt_parts(model, kind, None, 1)
+    assert prefix == _prompt_parts(model, kind, "x", 1)[0], "the prompt before the media must not depend on the task"
     embed = model.decoder.get_input_embeddings()
     lm_head = model.decoder.get_output_embeddings()
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.modality} projector", unit="step")
@@ -167,16 +190,12 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         if stop_after is not None and step - first >= stop_after:
             bar.close()
             return None
-        batch = [rng.choice(meta) for _ in range(config.batch_size)]
-        repeats = [rng.random() < config.repeat_fraction for _ in batch]
         rows, targets = [], []
-        for m, rep in zip(batch, repeats):
-            audio = proj(feats[m["key"]].float())  # n, D  (grad flows here only)
-            _, suffix = _prompt_parts(model, rep, audio.shape[0])
-            target = m["transcript_ids"] if rep else m["answer_ids"]
-            text = torch.tensor(suffix + target)
-            rows.append(torch.cat([audio, embed(text)]))
-            targets.append((audio.shape[0] + len(suffix), target))
+        for _ in range(config.batch_size):
+            tokens, prompt, target = draw(rng)  # n, D  (grad flows here only)
+            _, suffix = _prompt_parts(model, kind, prompt, tokens.shape[0])
+            rows.append(torch.cat([tokens, embed(torch.tensor(suffix + target))]))
+            targets.append((tokens.shape[0] + len(suffix), target))
         L = max(r.shape[0] for r in rows)
         x = torch.stack([F.pad(r, (0, 0, 0, L - r.shape[0])) for r in rows])  # B, L, D (right-padded)
         with torch.no_grad():  # the shared system prompt: computed without grad, reused as cache

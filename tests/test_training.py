@@ -74,3 +74,28 @@ def test_the_same_seed_gives_the_same_projector(tiny_omni, tiny_data, tmp_path):
                                                  log=lambda *_: None))))
     for k in out[0]:
         assert torch.equal(out[0][k], out[1][k])
+
+
+def test_a_class_prototype_makes_the_head_name_that_class(tiny_omni):
+    from fusion.vision_data import push_towards
+
+    head = tiny_omni.vision_tower.model.get_classifier()
+    n = tiny_omni.vision_tower.num_patches
+    torch.manual_seed(0)
+    feats = torch.rand(n, tiny_omni.vision_tower.feature_dim)
+    mask = torch.zeros(n)
+    mask[: n - 2] = 1  # the tiny random head needs most of the image
+    for c in (0, 17, 999):
+        pushed = push_towards(feats, c, mask, head.weight.detach(), head.bias.detach())
+        assert torch.softmax(head(pushed.mean(0)), -1)[c] >= 0.6
+        assert torch.equal(pushed[n - 2:], feats[n - 2:])  # outside the region: untouched
+
+
+def test_the_vision_projector_learns_from_photos_and_prototypes(tiny_omni, tmp_path):
+    from fusion.vision_data import build_vision_dataset
+
+    build_vision_dataset(tiny_omni, tmp_path / "vdata", per_photo=2, log=lambda *_: None)
+    cfg = TrainConfig(modality="vision", steps=80, batch_size=4, lr=1e-2, warmup=5)
+    train_projector(tiny_omni, tmp_path / "vdata", tmp_path / "vrun", cfg, log=lambda *_: None)
+    curve = losses(tmp_path / "vrun")
+    assert sum(curve[-8:]) / 8 < 0.7 * sum(curve[:8]) / 8
