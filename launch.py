@@ -6,6 +6,7 @@
     python launch.py compare A/report.json B/report.json [--out DIR]
     python launch.py serve [--port 8000]  the OpenAI-compatible API alone (the UI serves it too, at /v1)
     python launch.py suites               rebuild the evaluation suites' media (deterministic)
+    python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
 """
 

@@ -65,6 +65,7 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
 
 def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) -> None:
     """Merge the trained projector into assets/projectors/pocket.safetensors (the default)."""
+    import torch
     from safetensors.torch import load_file, save_file
 
     ASSETS.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,8 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
     state = load_file(str(target)) if target.exists() else {}
     state = {k: v for k, v in state.items() if not k.startswith(modality + ".")}
     state.update(load_file(str(weights)))
-    save_file(state, str(target), metadata={"format": "pt"})
+    # float16 on disk halves the file; load_state_dict casts back to the model's dtype
+    save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(target), metadata={"format": "pt"})
     shutil.copy(curve, ASSETS / f"{modality}_curve.png")
     shutil.copy(metrics, ASSETS / f"{modality}_metrics.json")
     print(f"installed {modality} projector in {target}")
