@@ -82,6 +82,7 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
 
 def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     from encoders.audio import load_audio
+    from fusion.assistant import Timings
 
     meta = [m for m in json.loads((data / "meta.json").read_text()) if m["split"] == "heldout"]
     tok = assistant.model.tokenizer
@@ -120,8 +121,6 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     for m in five:
         wave = load_audio(data / "heldout" / f"{m['key']}.wav")
         for mode in ttft:
-            from fusion.assistant import Timings
-
             t = Timings()
             for _ in assistant.chat([{"role": "user", "content": [Audio(wave)]}], mode,
                                     SamplingConfig(max_new_tokens=4), t):

@@ -9,6 +9,7 @@ scattered into the placeholder positions. A count mismatch is a bug and raises.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
 DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
 DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
+MEDIA_CACHE_SIZE = 32
 
 
 @dataclass
@@ -67,6 +69,9 @@ class OmniModel(nn.Module):
             rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
             self.audio_projector.ln_post.weight.fill_(float(rms))
         self.trained: set[str] = set()  # which projectors carry trained weights
+        # Projected tokens of media already seen, by object: a multi-turn conversation carries the
+        # same Image/Audio objects every turn, and re-running the towers on them would be wasted.
+        self._media_cache: OrderedDict[int, tuple[object, torch.Tensor]] = OrderedDict()
         self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
         eos = {tokenizer.eos_token_id, *([decoder.config.eos_token_id] if isinstance(decoder.config.eos_token_id, int)
                                          else decoder.config.eos_token_id or [])}
@@ -96,6 +101,7 @@ class OmniModel(nn.Module):
         if not loaded:
             raise ValueError(f"{path} holds no audio.* or vision.* projector weights")
         self.trained = set(loaded)
+        self._media_cache.clear()
 
     # -- media -> projected tokens ---------------------------------------------------------
     def image_tokens(self, image: Image) -> torch.Tensor:
@@ -108,10 +114,23 @@ class OmniModel(nn.Module):
         windows = self.audio_tower.encode(audio.wave, self.config.audio_pad_to_window)
         return torch.cat([self.audio_projector(w) for w in windows])
 
+    def media_tokens(self, part: Image | Audio) -> torch.Tensor:
+        """Projected tokens of one image or clip, computed once per object (inference only)."""
+        hit = self._media_cache.get(id(part))
+        if hit is not None and hit[0] is part:
+            self._media_cache.move_to_end(id(part))
+            return hit[1]
+        with torch.inference_mode():
+            tokens = self.image_tokens(part) if isinstance(part, Image) else self.audio_tokens(part)
+        self._media_cache[id(part)] = (part, tokens)  # holding the object keeps its id from being reused
+        while len(self._media_cache) > MEDIA_CACHE_SIZE:
+            self._media_cache.popitem(last=False)
+        return tokens
+
     def embed_conversation(self, messages: list[dict]) -> torch.Tensor:
         """Conversation -> (1, L, D) input embeddings with every image and clip spliced in."""
         media = media_parts(messages)
-        tokens = [self.image_tokens(m) if isinstance(m, Image) else self.audio_tokens(m) for m in media]
+        tokens = [self.media_tokens(m) for m in media]
         prompt = build_prompt_ids(self.tokenizer, messages, [t.shape[0] for t in tokens], self.placeholder_ids)
         ids = torch.tensor(prompt.ids, device=self.device)
         embeds = self.decoder.get_input_embeddings()(ids)

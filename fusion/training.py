@@ -75,6 +75,7 @@ def teacher_answers(model: OmniModel, texts: list[str], max_tokens: int = MAX_TA
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
                         seed: int = 0, log=print) -> dict:
     """Speak every generated prompt in several voices, cache Whisper features and targets."""
+    import soundfile as sf
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -98,8 +99,6 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
             key = f"clip{len(meta)}"
             clips[key] = frames.to(torch.float16).contiguous()
             if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
-                import soundfile as sf
-
                 (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
                 sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
             meta.append({"key": key, "text": p.text, "answer_key": p.key, "kind": p.kind, "voice": voice,
@@ -179,6 +178,13 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         log(f"resuming from step {step}")
     elif log_path.exists():
         log_path.unlink()
+    parts: dict[tuple, tuple[list[int], list[int]]] = {}  # the template depends on (prompt, n) only
+
+    def prompt_parts(prompt: str | None, n: int) -> tuple[list[int], list[int]]:
+        if (prompt, n) not in parts:
+            parts[prompt, n] = _prompt_parts(model, kind, prompt, n)
+        return parts[prompt, n]
+
     prefix, _ = _prompt_parts(model, kind, None, 1)
     assert prefix == _prompt_parts(model, kind, "x", 1)[0], "the prompt before the media must not depend on the task"
     embed = model.decoder.get_input_embeddings()
@@ -193,7 +199,7 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         rows, targets = [], []
         for _ in range(config.batch_size):
             tokens, prompt, target = draw(rng)  # n, D  (grad flows here only)
-            _, suffix = _prompt_parts(model, kind, prompt, tokens.shape[0])
+            _, suffix = prompt_parts(prompt, tokens.shape[0])
             rows.append(torch.cat([tokens, embed(torch.tensor(suffix + target))]))
             targets.append((tokens.shape[0] + len(suffix), target))
         L = max(r.shape[0] for r in rows)

@@ -15,7 +15,6 @@ from app.api import ApiConfig, create_app
 from conftest import live_server
 from app.chat import ModelHolder
 from fusion.assistant import validate_conversation
-from fusion.prompt import Audio, Image
 
 
 class ScriptedAssistant:

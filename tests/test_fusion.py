@@ -152,3 +152,20 @@ def test_sampling_is_seeded_and_top_p_keeps_the_nucleus():
     draws = {sample(logits, 1.0, 0.5, g()) for _ in range(20)}
     assert draws == {0}  # the top token alone already holds half the mass
     assert sample(logits, 0.0, 1.0) == 0
+
+
+def test_a_follow_up_turn_does_not_encode_earlier_media_again(tiny_omni):
+    calls = []
+    hook = tiny_omni.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = [photo(5), "what is in this picture"]
+        turn1 = [{"role": "user", "content": first}]
+        with torch.no_grad():
+            a = tiny_omni.embed_conversation(turn1)
+            turn2 = turn1 + [{"role": "assistant", "content": "a cat"},
+                             {"role": "user", "content": [photo(6), "and this"]}]
+            b = tiny_omni.embed_conversation(turn2)
+        assert len(calls) == 2  # one pass per distinct photo, not three
+        torch.testing.assert_close(b[0, : a.shape[1] - 2], a[0, :-2])  # the first turn embeds the same
+    finally:
+        hook.remove()
