@@ -6,6 +6,7 @@
     python launch.py compare A/report.json B/report.json [--out DIR]
     python launch.py serve [--port 8000]  the OpenAI-compatible API alone (the UI serves it too, at /v1)
     python launch.py suites               rebuild the evaluation suites' media (deterministic)
+    python launch.py bench hands          hand-tracking frames/s on 640x480 video (tracking vs detect-every-frame)
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
 """
@@ -150,6 +151,13 @@ def cmd_suites(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from app.bench import bench_hands, print_figures
+
+    print_figures(bench_hands(args.frames, args.threads, args.hand_model))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description="pocket-omni: a local camera-and-microphone assistant")
     parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and dispatch decisions")
@@ -182,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--work", default=None, help="data and checkpoints (default $POCKET_OMNI_CACHE/train)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
+    be = sub.add_parser("bench", help="print speed figures (hand tracking frames/s)")
+    be.add_argument("what", choices=["hands"])
+    be.add_argument("--frames", type=int, default=120)
+    be.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    be.add_argument("--hand-model", choices=["lite", "full"], default="lite")
     cmp_ = sub.add_parser("compare", help="compare two report.json files (table + PNG plot)")
     cmp_.add_argument("a")
     cmp_.add_argument("b")
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusion.weights import WeightError
 
     commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,
-                "suites": cmd_suites, "train": cmd_train, None: cmd_ui}
+                "suites": cmd_suites, "train": cmd_train, "bench": cmd_bench, None: cmd_ui}
     try:
         return commands[args.command](args)
     except (InputError, WeightError) as err:

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: speech synthesis and audio tools for test media and read-aloud,
-# human speech recordings with transcripts for the ASR tests.
-APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav)
+# human speech recordings with transcripts for the ASR tests, fortune sentences for projector training.
+APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav fortunes)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

