@@ -38,7 +38,8 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     from fusion.weights import cache_dir
 
     work = work or cache_dir() / "train" / modality
-    data, run = work / f"data-seed{seed}-v{variants}", work / f"run-seed{seed}-s{steps}-b{batch_size}"
+    # "r2": the data recipe (templates + fortune sentences + human recordings); a new recipe, a new folder
+    data, run = work / f"data-r2-seed{seed}-v{variants}", work / f"run-r2-seed{seed}-s{steps}-b{batch_size}"
     t0 = time.perf_counter()
     assistant = Assistant.load_default(projectors=None, untrained=True)
     if rebuild_data and data.exists():
@@ -104,7 +105,8 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         qa["e2e"] += has(answer([Audio(wave)], "e2e"), m["answer_key"])
         qa["cascade"] += has(answer([Audio(wave)], "cascade"), m["answer_key"])
     repeat = {"espeak": [0, 0, 0], "human": [0, 0, 0]}  # errors e2e, errors whisper, words
-    clips = [("espeak", data / "heldout" / f"{m['key']}.wav", m["text"]) for m in meta][:40]
+    espeak = [m for m in meta if m["kind"] != "fortune"][:20] + [m for m in meta if m["kind"] == "fortune"][:20]
+    clips = [("espeak", data / "heldout" / f"{m['key']}.wav", m["text"]) for m in espeak]
     for folder in HUMAN:
         listing = next(folder.glob("*transcription"))
         for line in listing.read_text().splitlines():
@@ -117,7 +119,7 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         r = repeat[kind]
         r[0], r[1], r[2] = r[0] + e_e2e, r[1] + e_asr, r[2] + n
     ttft = {"e2e": [], "cascade": []}
-    five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5][:5] or meta[:5]
+    five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5 and m["kind"] != "fortune"][:5] or meta[:5]
     for m in five:
         wave = load_audio(data / "heldout" / f"{m['key']}.wav")
         for mode in ttft:

@@ -30,7 +30,9 @@ MEDIA_CACHE_SIZE = 32
 @dataclass
 class OmniConfig:
     audio_stack: int = 8
-    vision_merge: int = 2  # 7x7 EfficientNet patches -> 16 tokens (Qwen2-VL's 2x2 merge)
+    vision_merge: int = 1  # patches merged m x m before the projector (2: Qwen2-VL's merge)
+    vision_queries: int = 8  # a resampler: 8 image tokens, each reading the whole image; 0: one per patch
+    vision_hidden: int = 1024
     projector_hidden: int = 2048
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
@@ -61,7 +63,7 @@ class OmniModel(nn.Module):
         self.audio_projector = AudioProjector(AudioProjectorConfig(audio_tower.feature_dim, d, config.audio_stack,
                                                                    config.projector_hidden))
         self.vision_projector = VisionProjector(VisionProjectorConfig(vision_tower.feature_dim, d, config.vision_merge,
-                                                                      config.projector_hidden))
+                                                                      config.vision_hidden, config.vision_queries))
         # Start the audio tokens at the loudness of the decoder's own token embeddings (median RMS),
         # not at RMSNorm's unit scale: SmolLM2's embeddings have RMS ~0.13, and 7x louder inputs
         # would take a small learning rate most of a run to undo.

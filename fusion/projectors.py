@@ -65,18 +65,33 @@ class VisionProjectorConfig:
     out_dim: int  # D
     merge: int = 1  # m: 2 merges 2x2 neighbours (Qwen2-VL), a quarter of the tokens
     hidden: int = 2048
+    queries: int = 0  # K > 0: a resampler, K learned queries read the whole image (MiniCPM-V, Perceiver)
+    heads: int = 8
 
 
 class VisionProjector(nn.Module):
-    """LLaVA's projector, with an optional m x m patch merge first: Linear -> GELU -> Linear."""
+    """LLaVA's projector, with an optional m x m patch merge first: Linear -> GELU -> Linear per token.
+
+    With `queries` K > 0 it is a one-layer resampler instead: K learned queries cross-attend over all
+    the (merged) patches, and the MLP maps each query's reading to one decoder token. Every output
+    token then sees the whole image, so token k can learn to carry the k-th word of what is seen."""
 
     def __init__(self, config: VisionProjectorConfig):
         super().__init__()
         self.config = c = config
-        self.linear_1 = nn.Linear(c.in_dim * c.merge * c.merge, c.hidden)
+        width = c.in_dim * c.merge * c.merge
+        if c.queries:
+            self.ln_kv = nn.LayerNorm(width)
+            self.k_proj = nn.Linear(width, c.hidden)
+            self.v_proj = nn.Linear(width, c.hidden)
+            self.queries = nn.Parameter(torch.randn(c.queries, c.hidden) * c.hidden ** -0.5)
+            width = c.hidden
+        self.linear_1 = nn.Linear(width, c.hidden)
         self.linear_2 = nn.Linear(c.hidden, c.out_dim)
 
     def num_tokens(self, grid: tuple[int, int]) -> int:
+        if self.config.queries:
+            return self.config.queries
         m = self.config.merge
         return math.ceil(grid[0] / m) * math.ceil(grid[1] / m)
 
@@ -89,4 +104,10 @@ class VisionProjector(nn.Module):
             x = F.pad(x, (0, 0, 0, -w % m, 0, -h % m))  # pad the grid to multiples of m
             hh, ww = x.shape[0] // m, x.shape[1] // m
             x = x.reshape(hh, m, ww, m, -1).permute(0, 2, 1, 3, 4).reshape(hh * ww, -1)  # N/m^2, m*m*Dv
+        if self.config.queries:
+            kv = self.ln_kv(x)
+            heads = self.config.heads
+            split = lambda t: t.reshape(t.shape[0], heads, -1).transpose(0, 1)  # noqa: E731  heads, n, H/heads
+            read = F.scaled_dot_product_attention(split(self.queries), split(self.k_proj(kv)), split(self.v_proj(kv)))
+            x = read.transpose(0, 1).reshape(self.config.queries, -1)  # K, H
         return self.linear_2(F.gelu(self.linear_1(x)))

@@ -9,16 +9,23 @@ generated sentences chosen by hash, so held-out numbers measure new voices and n
 from __future__ import annotations
 
 import hashlib
+import random
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 COUNTRIES = {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "Spain": "Madrid", "Germany": "Berlin",
              "Egypt": "Cairo", "Canada": "Ottawa", "Russia": "Moscow", "China": "Beijing", "England": "London",
              "Greece": "Athens", "Portugal": "Lisbon", "Ireland": "Dublin", "Norway": "Oslo", "Austria": "Vienna",
-             "Poland": "Warsaw", "Kenya": "Nairobi", "Peru": "Lima", "Cuba": "Havana", "Sweden": "Stockholm"}
+             "Poland": "Warsaw", "Kenya": "Nairobi", "Peru": "Lima", "Cuba": "Havana", "Sweden": "Stockholm",
+             "Australia": "Canberra", "Mexico": "Mexico City", "India": "New Delhi", "Turkey": "Ankara",
+             "Argentina": "Buenos Aires", "Finland": "Helsinki", "Denmark": "Copenhagen", "Belgium": "Brussels",
+             "Hungary": "Budapest", "Thailand": "Bangkok", "Vietnam": "Hanoi", "Iran": "Tehran",
+             "the Netherlands": "Amsterdam", "South Korea": "Seoul", "Chile": "Santiago"}
 ANIMALS = ["cat", "dog", "horse", "elephant", "lion", "whale", "eagle", "frog", "snake", "penguin", "tiger",
            "rabbit", "owl", "shark", "bear", "cow", "sheep", "duck", "monkey", "bee"]
 THINGS = {"grass": "green", "snow": "white", "the sun": "yellow", "a banana": "yellow", "coal": "black",
@@ -78,6 +85,43 @@ def prompts(seed: int = 0) -> list[Prompt]:
         "Good morning! What a lovely day.", "Can you help me plan my weekend?", "I feel tired today.",
         "Thank you very much for your help.", "What should I cook for dinner tonight?", "Tell me a joke.",
         "How do I make a cup of tea?", "What is your favourite book?", "I just got a new puppy!")]
+    return out
+
+
+FORTUNES = Path("/usr/share/games/fortunes")  # Debian `fortunes`: thousands of short English sentences
+FORTUNE_SKIP = {"art", "ascii-art", "computers", "debian", "drugs", "ethnic", "knghtbrd", "linux", "linuxcookie",
+                "love", "men-women", "perl", "politics", "startrek", "translate-me", "zippy"}
+ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")  # one human voice, transcripts below
+ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+
+
+def fortune_sentences(limit: int, seed: int = 0) -> list[str]:
+    """Plain sentences of 4-14 words from the fortune files: the vocabulary the templates lack."""
+    found: set[str] = set()
+    for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
+        if "." in f.name or f.name in FORTUNE_SKIP:
+            continue
+        for block in f.read_text(encoding="latin-1").split("\n%\n"):
+            text = " ".join(" ".join(ln for ln in block.splitlines() if not ln.strip().startswith("--")).split())
+            for s in re.split(r"(?<=[.!?])\s+", text):
+                if re.fullmatch(r"[A-Z][A-Za-z ,']+[.?!]", s) and 4 <= len(s.split()) <= 14:
+                    found.add(s)
+    return random.Random(seed).sample(sorted(found), min(limit, len(found)))
+
+
+def human_recordings() -> list[tuple[Path, str]]:
+    """(wav, transcript) for the Asterisk prompts recorded by one human speaker (file name = key)."""
+    import gzip
+
+    if not ASTERISK_TRANSCRIPTS.exists():
+        return []
+    out = []
+    for line in gzip.open(ASTERISK_TRANSCRIPTS, "rt", encoding="utf-8", errors="replace"):
+        name, sep, text = line.partition(":")
+        text = " ".join(text.split())
+        wav = ASTERISK / f"{name.strip()}.wav"
+        if sep and text and "[" not in text and len(text.split()) <= 20 and wav.exists():
+            out.append((wav, text))
     return out
 
 

@@ -72,39 +72,59 @@ def teacher_answers(model: OmniModel, texts: list[str], max_tokens: int = MAX_TA
     return out
 
 
+FORTUNE_SENTENCES = 2500  # extra sentences, spoken once each: vocabulary beyond the templates
+FORTUNES_ANSWERED = 600  # of those, how many also get the teacher's answer (generation costs ~1 s per prompt)
+
+
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
                         seed: int = 0, log=print) -> dict:
-    """Speak every generated prompt in several voices, cache Whisper features and targets."""
+    """Speak every generated prompt in several voices and a few thousand fortune sentences once, add the
+    human recordings; cache Whisper features, the teacher's answers and the transcripts."""
     import soundfile as sf
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from fusion.speech_data import HELD_OUT_VOICES, TRAIN_VOICES, augment, is_held_out_sentence, prompts, speak
+    from encoders.audio import load_audio
+    from fusion.speech_data import (HELD_OUT_VOICES, TRAIN_VOICES, Prompt, augment, fortune_sentences,
+                                    human_recordings, is_held_out_sentence, prompts, speak)
 
     rng = np.random.default_rng(seed)
-    items = prompts(seed)
-    answers = teacher_answers(model, [p.text for p in items], log=log)
+    templates = prompts(seed)
+    items = templates + [Prompt(t, None, "fortune") for t in fortune_sentences(FORTUNE_SENTENCES, seed)]
+    answers = teacher_answers(model, [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]], log=log)
+    answers += [None] * (len(items) - len(answers))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     clips, meta = {}, []
+
+    def add(wave, text, held, **fields):
+        with torch.inference_mode():
+            frames = torch.cat(model.audio_tower.encode(wave))
+        key = f"clip{len(meta)}"
+        clips[key] = frames.to(torch.float16).contiguous()
+        if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
+            (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
+            sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
+        meta.append({"key": key, "text": text, "split": "heldout" if held else "train",
+                     "seconds": len(wave) / 16000,
+                     "transcript_ids": model.tokenizer.encode(text, add_special_tokens=False) + [eos], **fields})
+
     for i, (p, answer) in enumerate(tqdm(list(zip(items, answers)), desc="speaking and encoding", unit="prompt")):
         held = is_held_out_sentence(p.text, evaluation_sentences)
         voices = HELD_OUT_VOICES if held else TRAIN_VOICES
-        for v in range(2 if held else variants):
+        n = 1 if p.kind == "fortune" else 2 if held else variants
+        for v in range(n):
             voice = voices[(i + v * 3) % len(voices)]
             wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
             if not held or v:
                 wave = augment(wave, rng)
-            with torch.inference_mode():
-                frames = torch.cat(model.audio_tower.encode(wave))
-            key = f"clip{len(meta)}"
-            clips[key] = frames.to(torch.float16).contiguous()
-            if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
-                (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
-                sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
-            meta.append({"key": key, "text": p.text, "answer_key": p.key, "kind": p.kind, "voice": voice,
-                         "split": "heldout" if held else "train", "seconds": len(wave) / 16000,
-                         "answer_ids": answer + [eos],
-                         "transcript_ids": model.tokenizer.encode(p.text, add_special_tokens=False) + [eos]})
+            add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
+                answer_ids=None if answer is None else answer + [eos])
+    for wav, text in tqdm(human_recordings(), desc="human recordings", unit="clip"):
+        if is_held_out_sentence(text, evaluation_sentences):
+            continue  # one speaker, also in training: no held-out measure from these
+        wave = load_audio(wav)
+        add(augment(wave, rng) if rng.random() < 0.5 else wave, text, False, answer_key=None, kind="human",
+            voice="asterisk", answer_ids=None)  # repeat task only
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(clips, str(out_dir / "features.safetensors"))
     (out_dir / "meta.json").write_text(json.dumps(meta))
@@ -137,7 +157,7 @@ def audio_sampler(model: OmniModel, data_dir: Path, config: TrainConfig) -> Samp
 
     def draw(rng: random.Random):
         m = rng.choice(meta)
-        if rng.random() < config.repeat_fraction:
+        if m["answer_ids"] is None or rng.random() < config.repeat_fraction:
             return model.audio_projector(feats[m["key"]].float()), REPEAT, m["transcript_ids"]
         return model.audio_projector(feats[m["key"]].float()), None, m["answer_ids"]
 

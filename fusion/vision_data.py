@@ -107,7 +107,9 @@ def push_towards(feats: torch.Tensor, c: int, mask: torch.Tensor, weight: torch.
     return pushed
 
 
-def vision_sampler(model: OmniModel, data_dir: Path, config):
+def class_examples(model: OmniModel, data_dir: Path):
+    """A function rng -> (patch features (N, Dv), class c): a real photo's features with the head's top
+    class, or (most of the time) a photo's features pushed towards a random class inside a random region."""
     from safetensors.torch import load_file
 
     tower = model.vision_tower
@@ -121,25 +123,89 @@ def vision_sampler(model: OmniModel, data_dir: Path, config):
             raise ValueError(f"{tower.config.name}: the head is not linear on pooled patch features; "
                              "class prototypes cannot be built for it")
     weight, bias = head.weight.detach().float(), head.bias.detach().float()
-    eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    targets = [model.tokenizer.encode(naming_sentence(n), add_special_tokens=False) + [eos]
-               for n in class_names(tower.labels())]
     h, w = tower.grid
     real_fraction = 0.3
 
-    def draw(rng: random.Random):
+    def draw(rng: random.Random) -> tuple[torch.Tensor, int]:
         i = rng.randrange(len(real))
         feats = real[i].float()
-        prompt = rng.choice(PROMPTS)
         if rng.random() < real_fraction:
-            c = real_labels[i]
-        else:
-            c = rng.randrange(weight.shape[0])
-            side_h, side_w = rng.randint(*PUSH_REGION), rng.randint(*PUSH_REGION)
-            y, x = rng.randint(0, h - min(side_h, h)), rng.randint(0, w - min(side_w, w))
-            mask = torch.zeros(h, w)
-            mask[y:y + side_h, x:x + side_w] = 1
-            feats = push_towards(feats, c, mask.flatten(), weight, bias)
-        return model.vision_projector(feats, tower.grid), prompt, targets[c]
+            return feats, real_labels[i]
+        c = rng.randrange(weight.shape[0])
+        side_h, side_w = rng.randint(*PUSH_REGION), rng.randint(*PUSH_REGION)
+        y, x = rng.randint(0, h - min(side_h, h)), rng.randint(0, w - min(side_w, w))
+        mask = torch.zeros(h, w)
+        mask[y:y + side_h, x:x + side_w] = 1
+        return push_towards(feats, c, mask.flatten(), weight, bias), c
 
     return draw
+
+
+def vision_sampler(model: OmniModel, data_dir: Path, config):
+    """Decoder-loss samples: (projected tokens, prompt, the naming sentence's ids)."""
+    tower = model.vision_tower
+    examples = class_examples(model, data_dir)
+    eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    targets = [model.tokenizer.encode(naming_sentence(n), add_special_tokens=False) + [eos]
+               for n in class_names(tower.labels())]
+
+    def draw(rng: random.Random):
+        feats, c = examples(rng)
+        return model.vision_projector(feats, tower.grid), rng.choice(PROMPTS), targets[c]
+
+    return draw
+
+
+def name_targets(model: OmniModel) -> torch.Tensor:
+    """(classes, K, D): for each class, the decoder's input embeddings of its name's tokens (" tabby cat"),
+    repeated to fill the projector's K image tokens. Shown these, the frozen decoder names the object
+    (checked by hand: "This is a picture of a tabby cat."); the alignment stage teaches the projector to
+    produce them from what the tower sees."""
+    k = model.vision_projector.num_tokens(model.vision_tower.grid)
+    embed = model.decoder.get_input_embeddings()
+    rows = []
+    for name in class_names(model.vision_tower.labels()):
+        ids = model.tokenizer.encode(" " + name, add_special_tokens=False)
+        rows.append([ids[j % len(ids)] for j in range(k)])
+    with torch.no_grad():
+        return embed(torch.tensor(rows)).float()
+
+
+def align_vision_projector(model: OmniModel, data_dir: Path, steps: int = 3000, batch_size: int = 32,
+                           lr: float = 1e-3, seed: int = 0, log_path: Path | None = None, log=print) -> list[float]:
+    """Stage 1, no decoder in the loop (cheap): regress the projector's K tokens onto the name embeddings
+    of the class the tower sees (real photos and class prototypes). Returns the loss per step."""
+    import math
+    import time
+
+    from tqdm import tqdm
+
+    if not model.vision_projector.config.queries:
+        raise ValueError("alignment needs the resampler projector (vision_queries > 0)")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    examples = class_examples(model, data_dir)
+    targets = name_targets(model)
+    scale = targets.pow(2).mean()
+    proj = model.vision_projector
+    model.requires_grad_(False)
+    proj.requires_grad_(True)
+    opt = torch.optim.AdamW(proj.parameters(), lr=lr, weight_decay=0.01)
+    losses, start = [], time.perf_counter()
+    bar = tqdm(range(steps), desc="align vision projector", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pairs = [examples(rng) for _ in range(batch_size)]
+        out = torch.stack([proj(f, model.vision_tower.grid) for f, _ in pairs])  # B, K, D
+        loss = (out - targets[[c for _, c in pairs]]).pow(2).mean() / scale
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if log_path is not None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                                    "elapsed_s": time.perf_counter() - start}) + "\n")
+    return losses
