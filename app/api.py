@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import secrets
@@ -350,12 +351,43 @@ def create_app(holder, config: ApiConfig | None = None):
     return app
 
 
-def serve(holder, host: str = "127.0.0.1", port: int = 8000, config: ApiConfig | None = None, ui=None) -> None:
-    import uvicorn
-
+def asgi_app(holder, config: ApiConfig | None = None, ui=None):
+    """The API, with the Gradio page mounted at / when ui is given: what `launch.py` serves."""
     app = create_app(holder, config)
     if ui is not None:
         import gradio as gr
 
         app = gr.mount_gradio_app(app, ui, path="/")
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("POCKET_OMNI_LOG", "warning"))
+    return app
+
+
+def serve(holder, host: str = "127.0.0.1", port: int = 8000, config: ApiConfig | None = None, ui=None) -> None:
+    import uvicorn
+
+    uvicorn.run(asgi_app(holder, config, ui), host=host, port=port,
+                log_level=os.environ.get("POCKET_OMNI_LOG", "warning"))
+
+
+@contextlib.contextmanager
+def serving_in_thread(app):
+    """Serve an ASGI app on a free loopback port in a background thread; yields its base URL.
+    For tests and benchmarks that need a real server in the same process."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(5)

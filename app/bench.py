@@ -1,9 +1,12 @@
-"""Benchmarks that print figures (never pass/fail): `python launch.py bench hands`.
+"""Benchmarks that print figures (never pass/fail): `python launch.py bench hands|live`.
 
 hands: frames per second of the hand pipeline on 640x480 frames of a real hand video (fingerpose's
 GIF, upscaled), in tracking mode (the palm detector runs only when the hand is lost) beside the peer
 every user starts from, MediaPipe's static-image mode (palm detector on every frame), same process,
 same weights. Also the two networks alone, per call.
+
+live: live mode's frame -> annotated frame latency and processed frame rate, in process and through
+a real Gradio server (see bench_live).
 """
 
 from __future__ import annotations
@@ -76,3 +79,118 @@ def print_figures(figures: dict) -> None:
     width = max(map(len, figures))
     for k, v in figures.items():
         print(f"{k:<{width}}  {v}")
+
+
+def bench_live(frames: int = 60, threads: int | None = None, through_server: bool = True) -> dict:
+    """Live mode, frame in -> annotated frame out, on 640x480 frames of the real hand video.
+
+    In process (what the page's handler does per frame), for the 'hands' and 'mushroom' modes, and,
+    with through_server, the same frames sent through a real Gradio server with gradio_client (image
+    encoding, HTTP and the queue included: the latency a browser sees, less the network)."""
+    import torch
+
+    from app.gestures import hand_tracker
+    from app.live import LiveSession
+    from fusion.assistant import Assistant
+
+    if threads:
+        torch.set_num_threads(threads)
+    video = _frames(frames)
+    assistant = Assistant.load_default()
+    out = {"frames": frames, "frame_size": "640x480", "threads": torch.get_num_threads()}
+    for mode in ("hands", "mushroom"):
+        live = LiveSession(tracker=hand_tracker().fresh(), classify=lambda px: assistant.classify_image(px, 20))
+        for f in video[:3]:
+            live.process(f, mode)
+        latencies = []
+        start = time.perf_counter()
+        for f in video:
+            _, info = live.process(f, mode)
+            latencies.append(info.latency_ms)
+        seconds = time.perf_counter() - start
+        out[f"{mode}_fps"] = round(len(video) / seconds, 1)
+        out[f"{mode}_latency_ms_p50"] = round(statistics.median(latencies), 1)
+        out[f"{mode}_latency_ms_p90"] = round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1)
+    if through_server:
+        out.update(_live_through_server(assistant, video))
+    return out
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _live_in_browser(url: str, seconds: float = 10.0) -> dict:
+    """Headless Chromium with the hand video as its fake camera streams into the Live camera tab; counts
+    the annotated frames that reach the page and reads the page's own readout."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from app.suites import hand_video_y4m, real_hand_media
+    from app.ui import LIVE_EVERY
+
+    folder = real_hand_media(log=lambda *_: None)
+    if folder is None or not Path(CHROMIUM).exists():
+        return {"browser": "skipped (needs npm for the hand video and Debian chromium)"}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        y4m = hand_video_y4m(folder, Path(tmp) / "hands.y4m")
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}"])
+        page = browser.new_context(permissions=["camera"]).new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Live camera").click()
+        page.click("#live-cam button:has-text('Click to Access Webcam')")
+        page.click("#live-cam button:has-text('Record')", timeout=20_000)
+        page.wait_for_selector("#live-out img", timeout=60_000)
+        page.wait_for_timeout(2000)  # settle
+        page.evaluate("""() => { window.__shown = []; let last = null;
+            new MutationObserver(() => { const img = document.querySelector('#live-out img');
+                if (img && img.src !== last) { last = img.src; window.__shown.push(performance.now()); } })
+            .observe(document.querySelector('#live-out'), {subtree: true, childList: true, attributes: true}); }""")
+        page.wait_for_timeout(seconds * 1000)
+        shown = page.evaluate("() => window.__shown")
+        readout = page.inner_text("#live-readout")
+        browser.close()
+    gaps = np.diff(shown) if len(shown) > 1 else np.array([0.0])
+    server_ms = re.search(r"([\d.]+) ms per frame", readout)
+    return {"browser_frames_shown_per_s": round(len(shown) / seconds, 1),
+            "browser_gap_ms_p50": round(float(np.median(gaps)), 1),
+            "browser_server_ms_per_frame": float(server_ms.group(1)) if server_ms else None,
+            "browser_send_interval_ms": round(LIVE_EVERY * 1000)}
+
+
+def _live_through_server(assistant, video: list[np.ndarray]) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+    from gradio_client import Client, handle_file
+
+    from app.api import asgi_app, serving_in_thread
+    from app.chat import ModelHolder
+    from app.ui import build
+
+    holder = ModelHolder(lambda: assistant)
+    holder.wait(60)
+    app = asgi_app(holder, ui=build(holder).queue(default_concurrency_limit=4))
+    with tempfile.TemporaryDirectory() as tmp, serving_in_thread(app) as url:
+        client = Client(url, verbose=False)
+        files = []
+        for i, f in enumerate(video):
+            path = Path(tmp) / f"{i}.jpg"
+            cv2.imwrite(str(path), f[:, :, ::-1])
+            files.append(handle_file(str(path)))
+        for f in files[:3]:
+            client.predict(frame=f, m="hands", api_name="/live_frame")
+        times = []
+        for f in files:
+            t = time.perf_counter()
+            client.predict(frame=f, m="hands", api_name="/live_frame")
+            times.append(time.perf_counter() - t)
+        browser = _live_in_browser(url)
+    return {**browser,"server_round_trip_ms_p50": round(statistics.median(times) * 1000, 1),
+            "server_round_trip_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 1),
+            "server_fps_one_client": round(len(times) / sum(times), 1)}

@@ -24,6 +24,9 @@ class Conversation:
     messages: list[dict] = field(default_factory=list)  # model-side turns, media included
     display: list[dict] = field(default_factory=list)  # what the chat window shows
 
+    def last_answer(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), "")
+
 
 def user_content(text: str | None, image=None, audio=None) -> list:
     """What a user sent -> message content. image: path or array; audio: path or (rate, samples)."""
@@ -58,22 +61,59 @@ def describe(content: list) -> str:
     return " ".join(bits)
 
 
-def reply(assistant, conv: Conversation, content: list, mode: str, sampling: SamplingConfig) -> Iterator[str]:
-    """Add the user's turn, stream the answer (yielding the text so far), keep both in the conversation."""
-    conv.messages.append({"role": "user", "content": content})
-    conv.display.append({"role": "user", "content": describe(content)})
+def _with_system(messages: list[dict], system: str | None) -> list[dict]:
+    """The persona applies to the whole conversation and is not stored in it (it can change any time)."""
+    return ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + messages
+
+
+def _stream(assistant, conv: Conversation, mode: str, sampling: SamplingConfig, system: str | None) -> Iterator[str]:
+    """Stream an answer to the conversation as it stands; keep the answer, even a stopped one."""
     conv.display.append({"role": "assistant", "content": ""})
     answer = ""
     try:
-        for piece in assistant.chat(conv.messages, mode, sampling):
+        for piece in assistant.chat(_with_system(conv.messages, system), mode, sampling):
             answer += piece
             conv.display[-1]["content"] = answer
             yield answer
+    finally:  # also on Stop (the generator is closed): the partial answer stays in the conversation
+        if answer:
+            conv.messages.append({"role": "assistant", "content": answer})
+
+
+def reply(assistant, conv: Conversation, content: list, mode: str, sampling: SamplingConfig,
+          system: str | None = None) -> Iterator[str]:
+    """Add the user's turn, stream the answer (yielding the text so far), keep both in the conversation."""
+    conv.messages.append({"role": "user", "content": content})
+    conv.display.append({"role": "user", "content": describe(content)})
+    try:
+        yield from _stream(assistant, conv, mode, sampling, system)
     except InputError:
         conv.messages.pop()  # a turn the model could not take is not kept
         del conv.display[-2:]
         raise
-    conv.messages.append({"role": "assistant", "content": answer})
+
+
+def regenerate(assistant, conv: Conversation, mode: str, sampling: SamplingConfig,
+               system: str | None = None) -> Iterator[str]:
+    """Drop the last answer and answer the last user turn again."""
+    if not conv.messages or not any(m["role"] == "user" for m in conv.messages):
+        raise InputError("nothing to regenerate yet: send a message first")
+    if conv.messages[-1]["role"] == "assistant":
+        conv.messages.pop()
+    if conv.display and conv.display[-1]["role"] == "assistant":
+        conv.display.pop()
+    yield from _stream(assistant, conv, mode, sampling, system)
+
+
+def read_aloud(text: str) -> tuple[int, np.ndarray] | None:
+    """The answer spoken by espeak-ng, as (rate, samples) for an audio player; None without espeak-ng."""
+    import shutil
+
+    from fusion.speech_data import speak
+
+    if not text.strip() or not shutil.which("espeak-ng"):
+        return None
+    return 16000, (speak(text[:1000], "en-us", 160, 50) * 32767).astype(np.int16)
 
 
 class ModelHolder:
@@ -91,6 +131,14 @@ class ModelHolder:
             self._assistant = self._loader()
         except Exception as err:  # shown in the page; the server keeps running
             self._error = f"{type(err).__name__}: {err}"
+
+    def state(self) -> str:
+        """'loading' | 'ready' | 'failed'."""
+        return "ready" if self._assistant is not None else "failed" if self._error else "loading"
+
+    @property
+    def error(self) -> str | None:
+        return self._error
 
     def get(self):
         if self._assistant is not None:

@@ -189,6 +189,22 @@ def hand_video_frames(folder: Path) -> list[np.ndarray]:
         return [np.array(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
 
 
+def hand_video_y4m(folder: Path, path: Path, size: tuple[int, int] = (640, 480), fps: int = 10) -> Path:
+    """The hand video as a .y4m file, the format Chromium's fake camera plays (browser tests, bench)."""
+    import subprocess
+
+    import cv2
+
+    avi = path.with_suffix(".avi")
+    out = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for frame in hand_video_frames(folder):
+        out.write(np.ascontiguousarray(cv2.resize(frame, size)[:, :, ::-1]))
+    out.release()
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(avi), "-pix_fmt", "yuv420p", str(path)], check=True)
+    avi.unlink()
+    return path
+
+
 def _gestures(media: Path, real: Path | None = None) -> list[dict]:
     from encoders.hands import GESTURES, synthetic_hand
 

@@ -1,47 +1,256 @@
-"""The Gradio page. It only wires components to the functions in app/chat.py."""
+"""The Gradio page: five tabs wired to plain functions (app/chat.py, app/live.py, app/mushroom.py,
+app/rps.py). Nothing here knows about models beyond `ModelHolder.get()`.
+
+Every handler turns bad input into a message on the page (InputError), never an exception that
+reaches Gradio; per-browser-session state lives in gr.State, the model is shared.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from app.chat import Conversation, ModelHolder, reply, user_content
+from app.chat import Conversation, ModelHolder, read_aloud, regenerate, reply, user_content
 from encoders.errors import InputError
 from fusion.generate import SamplingConfig
+
+LIVE_EVERY = 0.05  # seconds between frames sent by the browser; slower frames are dropped, not queued
+PERSONAS = ["", "Answer as a poet, in two short lines.", "Answer as a stern teacher.",
+            "Answer in one short sentence."]
+
+
+def _error(err: Exception) -> str:
+    return f"**Could not do that:** {err}"
 
 
 def build(holder: ModelHolder) -> gr.Blocks:
     with gr.Blocks(title="pocket-omni") as demo:
-        gr.Markdown("# pocket-omni\nAsk about a photo, a recording, or just type.")
-        conv = gr.State(None)  # a Conversation per browser session, made on first use
-        chatbot = gr.Chatbot(label="Conversation", height=420)
-        with gr.Row():
-            image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="numpy")
-            audio = gr.Audio(label="Voice", sources=["microphone", "upload"], type="numpy")
-        text = gr.Textbox(label="Message", placeholder="What is in this picture?")
-        with gr.Row():
-            mode = gr.Radio(["e2e", "cascade"], value="cascade", label="Mode")
-            max_tokens = gr.Slider(16, 512, value=256, step=16, label="Max tokens")
-            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-        with gr.Row():
-            send = gr.Button("Send", variant="primary")
-            clear = gr.Button("Clear")
-        status = gr.Markdown()
-
-        def on_send(c: Conversation | None, msg, img, aud, m, n, temp):
-            c = c or Conversation()
-            try:
-                assistant = holder.get()
-                content = user_content(msg, img, aud)
-                sampling = SamplingConfig(max_new_tokens=int(n), temperature=float(temp))
-                for _ in reply(assistant, c, content, m, sampling):
-                    yield c, c.display, "", ""
-                yield c, c.display, "", ""
-            except InputError as err:
-                yield c, c.display, msg, f"**Could not answer:** {err}"
-
-        send.click(on_send, [conv, text, image, audio, mode, max_tokens, temperature],
-                   [conv, chatbot, text, status])
-        text.submit(on_send, [conv, text, image, audio, mode, max_tokens, temperature],
-                    [conv, chatbot, text, status])
-        clear.click(lambda: (None, [], ""), None, [conv, chatbot, status])
+        gr.Markdown("# pocket-omni\nA local camera-and-microphone assistant. "
+                    "Chat about photos and recordings, play rock-paper-scissors, ask what a mushroom might be.")
+        loading = gr.Markdown(_loading_text(holder))
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                _chat_tab(holder)
+            with gr.Tab("Live camera", id="live"):
+                _live_tab(holder, game=False)
+            with gr.Tab("Rock-paper-scissors", id="rps"):
+                _live_tab(holder, game=True)
+            with gr.Tab("Mushrooms", id="mushroom"):
+                _mushroom_tab(holder)
+            with gr.Tab("Spoken question", id="spoken"):
+                _spoken_tab(holder)
+        demo.load(lambda: _loading_text(holder), None, loading, api_name="model_status")
+        gr.Timer(2.0).tick(lambda: _loading_text(holder), None, loading, api_visibility="private")
     return demo
+
+
+def _loading_text(holder: ModelHolder) -> str:
+    state = holder.state()
+    if state == "ready":
+        return ""
+    if state == "loading":
+        return "_The model is loading (about 10 seconds); the page works meanwhile, answers come once it is ready._"
+    return f"**The model failed to load:** {holder.error}"
+
+
+def _sampling(n, temp, top_p) -> SamplingConfig:
+    return SamplingConfig(max_new_tokens=int(n), temperature=float(temp), top_p=float(top_p))
+
+
+# -- chat -----------------------------------------------------------------------------------------------
+
+def _chat_tab(holder: ModelHolder) -> None:
+    conv = gr.State(None)  # a Conversation per browser session, made on first use
+    chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
+    with gr.Row():
+        image = gr.Image(label="Photo (upload, webcam snapshot, paste)", sources=["upload", "webcam", "clipboard"],
+                         type="numpy", elem_id="chat-image")
+        audio = gr.Audio(label="Voice (record or upload; any rate, resampled)", sources=["microphone", "upload"],
+                         type="numpy", elem_id="chat-audio")
+    text = gr.Textbox(label="Message", placeholder="What is in this picture?", elem_id="chat-text")
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="chat-send")
+        stop = gr.Button("Stop", elem_id="chat-stop")
+        regen = gr.Button("Regenerate", elem_id="chat-regen")
+        clear = gr.Button("Clear", elem_id="chat-clear")
+    status = gr.Markdown(elem_id="chat-status")
+    spoken = gr.Audio(label="Answer read aloud", visible=True, interactive=False, autoplay=False)
+    with gr.Accordion("Persona and settings", open=False):
+        persona = gr.Dropdown(PERSONAS, value="", allow_custom_value=True,
+                              label="System prompt / persona (type your own)")
+        mode = gr.Radio(["e2e", "cascade"], value="e2e", label="Mode",
+                        info="e2e: photos and speech go into the LLM as embeddings; "
+                             "cascade: Whisper's transcript and ImageNet labels go in as text")
+        max_tokens = gr.Slider(16, 512, value=200, step=16, label="Max tokens")
+        temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+        top_p = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Top-p")
+        aloud = gr.Checkbox(False, label="Read answers aloud (espeak-ng)")
+
+    def on_send(c, msg, img, aud, sys_prompt, m, n, temp, tp, speak):
+        c = c or Conversation()
+        try:
+            assistant = holder.get()
+            content = user_content(msg, img, aud)
+            for _ in reply(assistant, c, content, m, _sampling(n, temp, tp), system=sys_prompt):
+                yield c, c.display, "", None, None, "", None
+            yield c, c.display, "", None, None, "", read_aloud(c.last_answer()) if speak else None
+        except InputError as err:
+            yield c, c.display, msg, img, aud, _error(err), None
+
+    def on_regen(c, sys_prompt, m, n, temp, tp, speak):
+        c = c or Conversation()
+        try:
+            for _ in regenerate(holder.get(), c, m, _sampling(n, temp, tp), system=sys_prompt):
+                yield c, c.display, "", None
+            yield c, c.display, "", read_aloud(c.last_answer()) if speak else None
+        except InputError as err:
+            yield c, c.display, _error(err), None
+
+    inputs = [conv, text, image, audio, persona, mode, max_tokens, temperature, top_p, aloud]
+    outputs = [conv, chatbot, text, image, audio, status, spoken]
+    ev_send = send.click(on_send, inputs, outputs, concurrency_limit=4, api_name="chat_send")
+    ev_submit = text.submit(on_send, inputs, outputs, concurrency_limit=4, api_visibility="private")
+    ev_regen = regen.click(on_regen, [conv, persona, mode, max_tokens, temperature, top_p, aloud],
+                           [conv, chatbot, status, spoken], concurrency_limit=4, api_name="chat_regenerate")
+    stop.click(lambda c: (c, c.display if c else [], "_Stopped._"), conv, [conv, chatbot, status],
+               cancels=[ev_send, ev_submit, ev_regen], api_name="chat_stop")
+    clear.click(lambda: (None, [], "", None), None, [conv, chatbot, status, spoken], api_name="chat_clear")
+
+
+# -- live camera and the game ---------------------------------------------------------------------------
+
+def _live_tab(holder: ModelHolder, game: bool) -> None:
+    from app.live import LiveSession
+
+    session = gr.State(None)
+    prefix = "rps" if game else "live"
+    with gr.Row():
+        cam = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy", elem_id=f"{prefix}-cam")
+        shown = gr.Image(label="What the assistant sees", type="numpy", interactive=False, elem_id=f"{prefix}-out")
+    readout = gr.Markdown("_Start the camera (allow it in the browser when asked)._", elem_id=f"{prefix}-readout")
+    if game:
+        with gr.Row():
+            best_of = gr.Dropdown([1, 3, 5, 7], value=3, label="Best of")
+            play = gr.Button("Play a round", variant="primary", elem_id="rps-play")
+            new = gr.Button("New match", elem_id="rps-new")
+        panel = gr.Markdown("Press **Play a round**, then show rock, paper or scissors when the countdown says "
+                            "*shoot!*. I lock in my move before the countdown starts.", elem_id="rps-panel")
+        mode = gr.State("rps")
+    else:
+        mode = gr.Radio([("Hands and gestures", "hands"), ("Mushroom guess", "mushroom")], value="hands",
+                        label="What to look for")
+        gr.Markdown("Mushroom guesses are guesses: **never eat a wild mushroom on the strength of a photo**; "
+                    "if someone ate one, call poison control or emergency services now.")
+
+    def make_session() -> LiveSession:
+        from app.gestures import hand_tracker
+
+        return LiveSession(tracker=hand_tracker(), classify=lambda px: holder.get().classify_image(px, 20))
+
+    def on_frame(s, frame, m):
+        try:
+            s = s or make_session()
+            out, info = s.process(frame, m)
+            extra = (s.game_text(),) if game else ()
+            return (s, out, info.readout(), *extra)
+        except InputError as err:
+            return (s, None, _error(err), *(("",) if game else ()))
+
+    outputs = [session, shown, readout] + ([panel] if game else [])
+    # Gradio's webcam stream sends the newest frame once the previous one is answered, so no queue of
+    # stale frames builds up (measured: latency stays one frame's processing time). Note: passing
+    # trigger_mode="always_last" here stops the stream after its first frame (Gradio 6.31).
+    cam.stream(on_frame, [session, cam, mode], outputs, stream_every=LIVE_EVERY, show_progress="hidden",
+               api_visibility="private")
+    # the same handler for API clients (gradio_client cannot drive a stream): one frame per call
+    still = gr.Image(visible=False, type="numpy")
+    still.change(on_frame, [session, still, mode], outputs, api_name=f"{prefix}_frame", show_progress="hidden")
+    if game:
+        def on_play(s, n):
+            try:
+                s = s or make_session()
+                if s.match.best_of != int(n) and not s.match.history:
+                    s.new_match(int(n))
+                s.start_round()
+                return s, s.game_text()
+            except (InputError, RuntimeError) as err:
+                return s, _error(err)
+
+        def on_new(s, n):
+            s = s or make_session()
+            s.new_match(int(n))
+            return s, s.game_text()
+
+        play.click(on_play, [session, best_of], [session, panel], api_name="rps_play")
+        new.click(on_new, [session, best_of], [session, panel], api_name="rps_new_match")
+
+
+# -- mushrooms ------------------------------------------------------------------------------------------
+
+def _mushroom_tab(holder: ModelHolder) -> None:
+    from app.mushroom import identify
+
+    photo_state = gr.State(None)  # the last photo, so a follow-up question is about it
+    gr.Markdown("Show a mushroom (upload or webcam snapshot) and ask. Answers come from a curated knowledge "
+                "base, never from the language model: candidates, dangerous look-alikes, what to check. "
+                "**A photo can never tell you a mushroom is safe to eat.**")
+    with gr.Row():
+        image = gr.Image(label="Mushroom photo", sources=["upload", "webcam", "clipboard"], type="numpy",
+                         elem_id="mushroom-image")
+        chat = gr.Chatbot(label="Mushroom answers", height=360, elem_id="mushroom-chat")
+    question = gr.Textbox(label="Question", placeholder="What mushroom is this?", elem_id="mushroom-text")
+    ask = gr.Button("Ask", variant="primary", elem_id="mushroom-ask")
+    status = gr.Markdown()
+
+    def on_ask(img, last, q, history):
+        history = list(history or [])
+        pixels = img if img is not None else last
+        if pixels is None:
+            return last, history, q, "**Add a photo first** (upload one or take a webcam snapshot)."
+        try:
+            from app.chat import user_content
+
+            content = user_content(q or "What mushroom is this?", pixels)
+            report = identify(holder.get(), content[0].pixels, q or "")
+        except InputError as err:
+            return last, history, q, _error(err)
+        history += [{"role": "user", "content": q or "What mushroom is this?"},
+                    {"role": "assistant", "content": report.text}]
+        return pixels, history, "", ""
+
+    ask.click(on_ask, [image, photo_state, question, chat], [photo_state, chat, question, status],
+              api_name="mushroom_ask")
+    question.submit(on_ask, [image, photo_state, question, chat], [photo_state, chat, question, status],
+                    api_visibility="private")
+
+
+# -- spoken questions -----------------------------------------------------------------------------------
+
+def _spoken_tab(holder: ModelHolder) -> None:
+    gr.Markdown("Record a question (or upload a recording) and get a streamed answer, the way Qwen-Audio "
+                "takes them: the speech itself is the prompt.")
+    with gr.Row():
+        audio = gr.Audio(label="Your question", sources=["microphone", "upload"], type="numpy",
+                         elem_id="spoken-audio")
+        with gr.Column():
+            mode = gr.Radio(["e2e", "cascade"], value="e2e", label="Mode",
+                            info="e2e skips the transcription (faster to the first word); "
+                                 "cascade transcribes with Whisper first")
+            aloud = gr.Checkbox(True, label="Read the answer aloud")
+            go = gr.Button("Answer", variant="primary", elem_id="spoken-go")
+    answer = gr.Markdown(elem_id="spoken-answer")
+    spoken = gr.Audio(label="Answer read aloud", interactive=False, autoplay=False, elem_id="spoken-reply")
+
+    def on_go(aud, m, speak):
+        try:
+            assistant = holder.get()
+            content = user_content(None, None, aud)
+            text = ""
+            for piece in assistant.chat([{"role": "user", "content": content}], m, SamplingConfig(max_new_tokens=160)):
+                text += piece
+                yield text, None
+            yield text or "_(no answer)_", read_aloud(text) if speak and text else None
+        except InputError as err:
+            yield _error(err), None
+
+    go.click(on_go, [audio, mode, aloud], [answer, spoken], concurrency_limit=4, api_name="spoken_answer")
+    audio.stop_recording(on_go, [audio, mode, aloud], [answer, spoken], concurrency_limit=4, api_visibility="private")

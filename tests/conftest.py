@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +71,7 @@ def tiny_omni(tiny_tokenizer, tiny_decoder, tiny_audio_tower):
     from fusion.model import OmniConfig, OmniModel
 
     torch.manual_seed(0)
-    return OmniModel(OmniConfig(projector_hidden=64), tiny_decoder, tiny_tokenizer, tiny_audio_tower,
+    return OmniModel(OmniConfig(projector_hidden=64, vision_hidden=64), tiny_decoder, tiny_tokenizer, tiny_audio_tower,
                      VisionTower(VisionConfig("test_efficientnet"))).eval()
 
 
@@ -108,23 +104,8 @@ def tone(seconds: float, rate: int = 16000, freq: float = 440.0, channels: int =
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
-@contextlib.contextmanager
 def live_server(app):
     """Serve an ASGI app on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
+    from app.api import serving_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(5)
+    return serving_in_thread(app)

@@ -1,0 +1,170 @@
+"""The page in a real headless Chromium, on the default model, with a fake camera (a real hand video)
+and a fake microphone (espeak-ng speech), both made at test time with ffmpeg and espeak-ng.
+
+Served exactly as `launch.py` serves it (the API and the UI on one port). Screenshots of every tab
+go to out/screenshots/ (git-ignored) for people to look at.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import espeak, live_server
+
+SHOTS = Path(__file__).resolve().parent.parent / "out" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.weights
+
+
+@pytest.fixture(scope="module")
+def fake_media(tmp_path_factory):
+    from app.suites import hand_video_y4m, real_hand_media
+
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is not installed: run setup.sh")
+    folder = real_hand_media(log=lambda *_: None)
+    if folder is None:
+        pytest.skip("the fake camera plays the real hand video, which needs npm")
+    d = tmp_path_factory.mktemp("media")
+    y4m = hand_video_y4m(folder, d / "hands.y4m")
+    wav = espeak("What is the capital of France?", d / "question.wav")
+    return y4m, wav
+
+
+@pytest.fixture(scope="module")
+def server(assistant):
+    from app.api import asgi_app
+    from app.chat import ModelHolder
+    from app.ui import build
+
+    holder = ModelHolder(lambda: assistant)
+    holder.wait(5)
+    with live_server(asgi_app(holder, ui=build(holder).queue(default_concurrency_limit=4))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(fake_media):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run setup.sh")
+    from playwright.sync_api import sync_playwright
+
+    y4m, wav = fake_media
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera", "microphone"])
+    page = ctx.new_page()
+    page.goto(server)
+    page.wait_for_selector("#chat-text textarea")
+    page.wait_for_function("() => !document.body.innerText.includes('The model is loading')", timeout=60_000)
+    yield page
+    ctx.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def tab(page, name):
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(300)
+
+
+def test_typed_message_streams_an_answer(page):
+    page.fill("#chat-text textarea", "What is the capital of France?")
+    page.click("#chat-send")
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('Paris')", timeout=90_000)
+    shot(page, "chat")
+    assert "Paris" in page.inner_text("#chatbot")
+
+
+def test_webcam_snapshot_then_a_question_about_it(page):
+    page.click("#chat-image button[aria-label='Capture from camera']")
+    page.click("#chat-image button:has-text('Click to Access Webcam')")
+    page.wait_for_function("() => { const v = document.querySelector('#chat-image video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=20_000)
+    page.click("#chat-image button[aria-label='capture photo']")
+    page.wait_for_selector("#chat-image button[aria-label='Remove Image']", timeout=20_000)  # the snapshot is in
+    page.fill("#chat-text textarea", "What is in this picture?")
+    page.click("#chat-send")
+    # the user turn shows the 640x480 snapshot, then an answer streams in after it
+    page.wait_for_function("() => { const t = document.querySelector('#chatbot').innerText;"
+                           " const i = t.lastIndexOf('[photo 640x480]'); return i >= 0 && t.length - i > 60; }",
+                           timeout=90_000)
+    shot(page, "chat-webcam")
+
+
+def test_recorded_question_gets_a_spoken_answer(page):
+    tab(page, "Spoken question")
+    page.get_by_label("cascade").check()
+    page.click("#spoken-audio button:has-text('Record')")
+    page.wait_for_timeout(3000)  # the fake microphone loops the question (2.2 s)
+    page.click("#spoken-audio button:has-text('Stop')")  # stopping the recording asks the question
+    page.wait_for_function("() => document.querySelector('#spoken-answer').innerText.includes('Paris')",
+                           timeout=90_000)
+    page.wait_for_selector("#spoken-reply audio", state="attached", timeout=60_000)  # and it is read aloud
+    shot(page, "spoken")
+
+
+def _stream_camera(page, prefix):
+    page.click(f"#{prefix}-cam button:has-text('Click to Access Webcam')")
+    page.click(f"#{prefix}-cam button:has-text('Record')", timeout=20_000)  # start streaming
+
+
+def test_live_mode_sends_back_annotated_frames(page):
+    tab(page, "Live camera")
+    _stream_camera(page, "live")
+    page.wait_for_function("() => /frames\\/s/.test(document.querySelector('#live-readout').innerText)",
+                           timeout=60_000)
+    page.wait_for_function("() => /hand: (rock|paper|scissors|none)/.test("
+                           "document.querySelector('#live-readout').innerText)", timeout=30_000)
+    first = page.get_attribute("#live-out img", "src")
+    page.wait_for_timeout(1500)
+    readout = page.inner_text("#live-readout")
+    shot(page, "live")
+    assert page.get_attribute("#live-out img", "src") != first  # new frames keep coming
+    fps = float(re.search(r"([\d.]+) frames/s", readout).group(1))
+    assert fps > 0
+
+
+def test_rock_paper_scissors_round_in_the_browser(page):
+    tab(page, "Rock-paper-scissors")
+    _stream_camera(page, "rps")
+    page.wait_for_selector("#rps-out img", timeout=60_000)
+    page.click("#rps-play")
+    page.wait_for_function("() => /You:|couldn't see/.test(document.querySelector('#rps-panel').innerText)",
+                           timeout=30_000)
+    shot(page, "rps")
+    assert re.search(r"You \d - \d me \(best of 3\)", page.inner_text("#rps-panel"))
+
+
+def test_mushroom_tab_answers_safely(page, tmp_path):
+    import cv2
+    import skimage.data
+
+    from app.mushroom import is_safe_answer
+
+    tab(page, "Mushrooms")
+    photo = tmp_path / "coffee.png"
+    cv2.imwrite(str(photo), skimage.data.coffee()[:, :, ::-1])
+    page.set_input_files("#mushroom-image input[type=file]", str(photo))
+    page.wait_for_selector("#mushroom-image img", timeout=20_000)
+    for question in ("What mushroom is this?", "So can I eat it?"):
+        page.fill("#mushroom-text textarea", question)
+        page.click("#mushroom-ask")
+        page.wait_for_function(f"() => (document.querySelector('#mushroom-chat').innerText.match(/poison control/g) "
+                               f"|| []).length >= {1 if question.startswith('What') else 2}", timeout=30_000)
+    shot(page, "mushroom")
+    answers = page.inner_text("#mushroom-chat")
+    assert is_safe_answer(answers)
