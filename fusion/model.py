@@ -18,7 +18,8 @@ from torch import nn
 
 from encoders.audio import AudioTower
 from encoders.vision import VisionTower
-from fusion.projectors import AudioProjector, AudioProjectorConfig, VisionProjector, VisionProjectorConfig
+from fusion.projectors import (AudioProjector, AudioProjectorConfig, LabelTokenProjector, VisionProjector,
+                               VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
@@ -33,6 +34,11 @@ class OmniConfig:
     vision_merge: int = 1  # patches merged m x m before the projector (2: Qwen2-VL's merge)
     vision_queries: int = 8  # a resampler: 8 image tokens, each reading the whole image; 0: one per patch
     vision_hidden: int = 1024
+    # "labels": while no trained vision projector is loaded and the tower has an ImageNet head, an image
+    # becomes the decoder's embeddings of label_phrase with the head's top class name (LabelTokenProjector);
+    # "learned": always the learned projector on the patch features
+    vision_readout: str = "labels"
+    label_phrase: str = " a photo of a {}"
     projector_hidden: int = 2048
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
@@ -71,6 +77,7 @@ class OmniModel(nn.Module):
             rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
             self.audio_projector.ln_post.weight.fill_(float(rms))
         self.trained: set[str] = set()  # which projectors carry trained weights
+        self._readout: dict[str, LabelTokenProjector] = {}  # a dict: built lazily, not a registered submodule
         # Projected tokens of media already seen, by object: a multi-turn conversation carries the
         # same Image/Audio objects every turn, and re-running the towers on them would be wasted.
         self._media_cache: OrderedDict[int, tuple[object, torch.Tensor]] = OrderedDict()
@@ -108,8 +115,22 @@ class OmniModel(nn.Module):
     # -- media -> projected tokens ---------------------------------------------------------
     def image_tokens(self, image: Image) -> torch.Tensor:
         """One image -> (n, D) decoder-space tokens."""
-        feats, _ = self.vision_tower(self.vision_tower.pixels([image.pixels]))
+        feats, logits = self.vision_tower(self.vision_tower.pixels([image.pixels]))
+        labels = self.label_projector()
+        if labels is not None and logits is not None:
+            return labels(logits[0])
         return self.vision_projector(feats[0], self.vision_tower.grid)
+
+    def label_projector(self) -> LabelTokenProjector | None:
+        """The label-token readout, when the config asks for it and no trained vision projector is loaded
+        (built on first use: one tokenizer call per class name)."""
+        if self.config.vision_readout != "labels" or "vision" in self.trained or self.vision_tower.num_classes == 0:
+            return None
+        if "labels" not in self._readout:
+            phrases = [self.tokenizer(self.config.label_phrase.format(label.split(",")[0].strip()),
+                                      add_special_tokens=False)["input_ids"] for label in self.vision_tower.labels()]
+            self._readout["labels"] = LabelTokenProjector(phrases, self.decoder.get_input_embeddings())
+        return self._readout["labels"]
 
     def audio_tokens(self, audio: Audio) -> torch.Tensor:
         """One clip -> (n, D): each 30 s window projected on its own, then joined in time order."""

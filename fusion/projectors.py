@@ -111,3 +111,26 @@ class VisionProjector(nn.Module):
             read = F.scaled_dot_product_attention(split(self.queries), split(self.k_proj(kv)), split(self.v_proj(kv)))
             x = read.transpose(0, 1).reshape(self.config.queries, -1)  # K, H
         return self.linear_2(F.gelu(self.linear_1(x)))
+
+
+class LabelTokenProjector(nn.Module):
+    """The vision tower's own ImageNet head, read out in the decoder's words.
+
+    An image becomes the decoder's input embeddings of a short phrase naming the head's top class
+    (" a photo of a tabby cat"). Nothing is learned: the phrases are tokenized at load time and looked
+    up in the decoder's embedding matrix, so the tokens are in the decoder's input space by
+    construction. Measured on the held-out photos, the phrase beats the bare name, the name repeated,
+    and a learned MLP or resampler on the patch features (which did not learn the class-to-word mapping
+    on the photos there are offline; see the model card)."""
+
+    def __init__(self, phrases: list[list[int]], embeddings: nn.Embedding):
+        super().__init__()
+        self.phrases = phrases  # token ids per class
+        self._embeddings = [embeddings]  # borrowed from the decoder: a list keeps it from being registered
+        # as a submodule, so it is neither saved with the projectors nor counted twice
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """(K,) class logits -> (n, D), n the length of the top class's phrase."""
+        table = self._embeddings[0].weight
+        ids = torch.tensor(self.phrases[int(logits.argmax())], device=table.device)
+        return table[ids]

@@ -146,3 +146,13 @@ def test_e2e_runs_image_audio_and_text_in_one_conversation(assistant, tmp_path):
     follow_up = [{"role": "user", "content": first}, {"role": "assistant", "content": answer},
                  {"role": "user", "content": [Image(skimage.data.chelsea()), "And this one?"]}]
     assert "".join(assistant.chat(follow_up, "e2e", SamplingConfig(max_new_tokens=8))).strip()
+
+
+@pytest.mark.parametrize("photo,accepted", [("chelsea", ("cat",)), ("coffee", ("espresso", "coffee"))])
+def test_e2e_names_what_is_in_the_photo(assistant, photo, accepted):
+    import skimage.data
+
+    answer = "".join(assistant.chat([{"role": "user", "content": [Image(getattr(skimage.data, photo)()),
+                                                                  "What is in this picture?"]}], "e2e",
+                                    SamplingConfig(max_new_tokens=16)))
+    assert any(a in answer.lower() for a in accepted), answer

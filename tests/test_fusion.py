@@ -169,3 +169,26 @@ def test_a_follow_up_turn_does_not_encode_earlier_media_again(tiny_omni):
         torch.testing.assert_close(b[0, : a.shape[1] - 2], a[0, :-2])  # the first turn embeds the same
     finally:
         hook.remove()
+
+
+def test_label_readout_is_the_decoder_embedding_of_the_top_class_phrase(tiny_omni):
+    """Without a trained vision projector, an image is the decoder's embeddings of a phrase naming the
+    head's top class; loading trained vision weights switches back to the learned projector."""
+    import dataclasses
+
+    px = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        _, logits = tiny_omni.vision_tower(tiny_omni.vision_tower.pixels([px]))
+        tokens = tiny_omni.image_tokens(Image(px))
+    top = tiny_omni.vision_tower.labels()[int(logits[0].argmax())].split(",")[0].strip()
+    ids = tiny_omni.tokenizer(tiny_omni.config.label_phrase.format(top), add_special_tokens=False)["input_ids"]
+    assert torch.equal(tokens, tiny_omni.decoder.get_input_embeddings().weight[ids])
+    assert not any(k.startswith("_readout") for k in tiny_omni.state_dict())  # borrowed, never saved
+    learned = dataclasses.replace(tiny_omni.config, vision_readout="learned")
+    saved, tiny_omni.config = tiny_omni.config, learned
+    try:
+        with torch.no_grad():
+            assert tiny_omni.image_tokens(Image(px)).shape[0] == tiny_omni.vision_projector.num_tokens(
+                tiny_omni.vision_tower.grid)
+    finally:
+        tiny_omni.config = saved
