@@ -7,6 +7,7 @@
     python launch.py serve [--port 8000]  the OpenAI-compatible API alone (the UI serves it too, at /v1)
     python launch.py suites               rebuild the evaluation suites' media (deterministic)
     python launch.py bench hands          hand-tracking frames/s on 640x480 video (tracking vs detect-every-frame)
+    python launch.py bench decode         decode/prefill tokens/s vs transformers generate(), bandwidth limit, TTFT
     python launch.py bench live           live mode: frame -> annotated frame latency and frames/s (in process, via server)
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
@@ -153,12 +154,14 @@ def cmd_suites(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from app.bench import bench_hands, bench_live, print_figures
+    from app.bench import bench_decode, bench_hands, bench_live, print_figures
 
     if args.what == "hands":
         print_figures(bench_hands(args.frames, args.threads, args.hand_model))
-    else:
+    elif args.what == "live":
         print_figures(bench_live(args.frames, args.threads))
+    else:
+        print_figures(bench_decode(threads=args.threads))
     return 0
 
 
@@ -194,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--work", default=None, help="data and checkpoints (default $POCKET_OMNI_CACHE/train)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
-    be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode)")
-    be.add_argument("what", choices=["hands", "live"])
+    be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")
+    be.add_argument("what", choices=["hands", "live", "decode"])
     be.add_argument("--frames", type=int, default=120)
     be.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     be.add_argument("--hand-model", choices=["lite", "full"], default="lite")

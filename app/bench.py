@@ -194,3 +194,105 @@ def _live_through_server(assistant, video: list[np.ndarray]) -> dict:
     return {**browser,"server_round_trip_ms_p50": round(statistics.median(times) * 1000, 1),
             "server_round_trip_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 1),
             "server_fps_one_client": round(len(times) / sum(times), 1)}
+
+
+def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int | None = None) -> dict:
+    """Decode and prefill speed of the static-cache engine beside transformers' generate() on the same
+    weights in the same run, the machine's memory-bandwidth limit for the bytes read per token, time
+    to first token for a text, an image and a 5-second spoken question, and peak memory."""
+    import dataclasses
+    import resource
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from encoders.audio import load_audio
+    from fusion.assistant import Assistant, Timings
+    from fusion.attention import backend_for
+    from fusion.generate import SamplingConfig
+    from fusion.prompt import Audio, Image
+    from fusion.vision_data import load_photo
+
+    if threads:
+        torch.set_num_threads(threads)
+    assistant = Assistant.load_default()
+    model, dec = assistant.model, assistant.model.decoder
+    start = time.perf_counter()
+    engine = model.engine()
+    out = {"threads": torch.get_num_threads(), "dtype": str(engine.dtype).replace("torch.", ""),
+           "attention_backend": backend_for(dec.device), "engine_build_s": round(time.perf_counter() - start, 2),
+           "engine_layouts": engine.layouts}
+    # the machine's read bandwidth: summing a buffer far larger than the caches
+    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
+    buf.sum()
+    t = time.perf_counter()
+    for _ in range(5):
+        buf.sum()
+    bandwidth = 5 * buf.numel() * 4 / (time.perf_counter() - t)
+    del buf
+    ids = torch.randint(100, 40000, (1, 24), generator=torch.Generator().manual_seed(0))
+    per_token = engine.weight_bytes() + engine.cache_bytes(ids.shape[1] + new_tokens // 2)
+    out.update(bandwidth_GBps=round(bandwidth / 1e9, 1), bytes_per_token_MB=round(per_token / 1e6, 1),
+               bandwidth_limit_tok_s=round(bandwidth / per_token, 1))
+
+    with torch.inference_mode():
+        emb = dec.get_input_embeddings()(ids)
+
+        def ours():
+            logits = engine.prefill(emb)
+            t1 = time.perf_counter()
+            for _ in range(new_tokens):
+                logits[list(model.eos_ids)] = float("-inf")  # the same forced length as min_new_tokens
+                logits = engine.decode(int(logits.argmax()))
+            return time.perf_counter() - t1
+
+        def theirs():
+            t0 = time.perf_counter()
+            dec(input_ids=ids)  # the prefill alone, to subtract
+            prefill_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dec.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False)
+            return time.perf_counter() - t0 - prefill_s
+
+        for f in (ours, theirs):
+            f()  # warm-up
+        ours_s = min(ours() for _ in range(2))
+        theirs_s = min(theirs() for _ in range(2))
+        out.update(decode_tok_s=round(new_tokens / ours_s, 1), hf_generate_decode_tok_s=round(new_tokens / theirs_s, 1),
+                   decode_speedup_vs_hf=round(theirs_s / ours_s, 2),
+                   decode_fraction_of_bandwidth_limit=round(new_tokens / ours_s / (bandwidth / per_token), 2))
+        long = torch.randint(100, 40000, (1, prefill_tokens), generator=torch.Generator().manual_seed(1))
+        long_emb = dec.get_input_embeddings()(long)
+        for name, f in (("prefill", lambda: engine.prefill(long_emb)), ("hf_prefill", lambda: dec(input_ids=long))):
+            f()
+            t = time.perf_counter()
+            f()
+            out[f"{name}_tok_s"] = round(prefill_tokens / (time.perf_counter() - t))
+
+    def first_token(content, engine_kind):
+        model.config = dataclasses.replace(model.config, decode_engine=engine_kind)
+        model._media_cache.clear()
+        timings = Timings()
+        for _ in assistant.chat([{"role": "user", "content": content}], "e2e", SamplingConfig(max_new_tokens=2), timings):
+            pass
+        return timings.first_token_s
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "q.wav"
+        text = "Could you please tell me what the capital city of France is, and why it is famous around the world?"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(wav), text], check=True)
+        clip = load_audio(str(wav))
+        out["audio_question_s"] = round(len(clip) / 16000, 1)
+        cases = {"text": ["What is the capital of France?"],
+                 "image": [Image(load_photo("skimage:chelsea")), "What is in this picture?"],
+                 "audio": [Audio(clip)]}
+        for kind, content in cases.items():
+            for engine_kind in ("static", "hf"):
+                first_token(content, engine_kind)  # warm-up
+                best = min(first_token(content, engine_kind) for _ in range(3))
+                out[f"ttft_{kind}_s" if engine_kind == "static" else f"ttft_{kind}_hf_s"] = round(best, 3)
+        model.config = dataclasses.replace(model.config, decode_engine="static")
+    out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out

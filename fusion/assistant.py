@@ -106,7 +106,7 @@ class Assistant:
             embeds = self.model.embed_conversation(messages)
             timings.encode_s = time.perf_counter() - t0
             timings.prompt_tokens = embeds.shape[1]
-            tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
+            tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling, self.model.engine())
             for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
                 if timings.first_token_s is None:
                     timings.first_token_s = time.perf_counter() - t0

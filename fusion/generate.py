@@ -48,18 +48,32 @@ def decode_one_token(decoder, token: int, cache):
 
 
 @torch.inference_mode()
-def generate_tokens(decoder, embeds: torch.Tensor, eos_ids: set[int], config: SamplingConfig) -> Iterator[int]:
-    """Yield new token ids one at a time until EOS or max_new_tokens."""
+def generate_tokens(decoder, embeds: torch.Tensor, eos_ids: set[int], config: SamplingConfig,
+                    engine=None) -> Iterator[int]:
+    """Yield new token ids one at a time until EOS or max_new_tokens.
+
+    engine: a fusion.engine.StaticEngine over the same decoder (the fast path); used when the whole
+    conversation fits its cache, else the transformers forward with its dynamic cache."""
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    logits, cache = prefill(decoder, embeds)
-    for _ in range(config.max_new_tokens):
+    if engine is not None and embeds.shape[1] + config.max_new_tokens <= engine.max_len:
+        logits = engine.prefill(embeds)
+        step = engine.decode
+    else:
+        logits, cache = prefill(decoder, embeds)
+
+        def step(token):
+            nonlocal cache
+            logits, cache = decode_one_token(decoder, token, cache)
+            return logits
+    for i in range(config.max_new_tokens):
         token = sample(logits.cpu(), config.temperature, config.top_p, generator)
         if token in eos_ids:
             return
         yield token
-        logits, cache = decode_one_token(decoder, token, cache)
+        if i + 1 < config.max_new_tokens:  # the last token's logits would never be used
+            logits = step(token)
 
 
 def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = ()) -> Iterator[str]:

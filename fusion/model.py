@@ -9,6 +9,8 @@ scattered into the placeholder positions. A count mismatch is a bug and raises.
 
 from __future__ import annotations
 
+import logging
+
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from fusion.projectors import (AudioProjector, AudioProjectorConfig, LabelTokenP
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
+log = logging.getLogger(__name__)
 DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
 DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
 MEDIA_CACHE_SIZE = 32
@@ -43,6 +46,10 @@ class OmniConfig:
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
     audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
+    # "static": generate with fusion.engine (static KV cache, repacked weights; Llama-style decoders),
+    # "hf": transformers' forward per token
+    decode_engine: str = "static"
+    engine_max_len: int = 4096
 
 
 def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -77,7 +84,7 @@ class OmniModel(nn.Module):
             rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
             self.audio_projector.ln_post.weight.fill_(float(rms))
         self.trained: set[str] = set()  # which projectors carry trained weights
-        self._readout: dict[str, LabelTokenProjector] = {}  # a dict: built lazily, not a registered submodule
+        self._lazy: dict[str, object] = {}  # built lazily (label readout, decode engine); not submodules
         # Projected tokens of media already seen, by object: a multi-turn conversation carries the
         # same Image/Audio objects every turn, and re-running the towers on them would be wasted.
         self._media_cache: OrderedDict[int, tuple[object, torch.Tensor]] = OrderedDict()
@@ -86,6 +93,21 @@ class OmniModel(nn.Module):
                                          else decoder.config.eos_token_id or [])}
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # ChatML's end of turn
         self.eos_ids = {i for i in eos | {im_end} if isinstance(i, int) and i != tokenizer.unk_token_id}
+
+    def engine(self):
+        """The static-cache decode engine over this decoder (built on first use), or None for "hf" or a
+        decoder it does not handle. Callers serialise generation (the Assistant's lock): one cache."""
+        if self.config.decode_engine != "static":
+            return None
+        if "engine" not in self._lazy:
+            from fusion.engine import StaticEngine
+
+            try:
+                self._lazy["engine"] = StaticEngine.from_hf(self.decoder, self.config.engine_max_len)
+            except ValueError as err:
+                log.info("decode engine: transformers forward (%s)", err)
+                self._lazy["engine"] = None
+        return self._lazy["engine"]
 
     def _token_id(self, token: str) -> int:
         i = self.tokenizer.convert_tokens_to_ids(token)
@@ -126,11 +148,11 @@ class OmniModel(nn.Module):
         (built on first use: one tokenizer call per class name)."""
         if self.config.vision_readout != "labels" or "vision" in self.trained or self.vision_tower.num_classes == 0:
             return None
-        if "labels" not in self._readout:
+        if "labels" not in self._lazy:
             phrases = [self.tokenizer(self.config.label_phrase.format(label.split(",")[0].strip()),
                                       add_special_tokens=False)["input_ids"] for label in self.vision_tower.labels()]
-            self._readout["labels"] = LabelTokenProjector(phrases, self.decoder.get_input_embeddings())
-        return self._readout["labels"]
+            self._lazy["labels"] = LabelTokenProjector(phrases, self.decoder.get_input_embeddings())
+        return self._lazy["labels"]
 
     def audio_tokens(self, audio: Audio) -> torch.Tensor:
         """One clip -> (n, D): each 30 s window projected on its own, then joined in time order."""

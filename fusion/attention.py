@@ -1,0 +1,70 @@
+"""Attention dispatch: fused Triton kernels on CUDA, PyTorch SDPA elsewhere; selectable and reported.
+
+    attend(q, k, v, causal, q_offset)   (1, H, T, d) queries over (1, KH, L, d) keys/values (GQA: H % KH == 0)
+
+Backend: POCKET_OMNI_ATTENTION=auto|sdpa|triton (auto: triton on CUDA when triton imports, else sdpa),
+or `set_backend()`. `backend_for(device)` says which one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+_choice = os.environ.get("POCKET_OMNI_ATTENTION", "auto")
+
+
+def set_backend(name: str) -> None:
+    global _choice
+    if name not in ("auto", "sdpa", "triton"):
+        raise ValueError(f"unknown attention backend {name!r} (auto, sdpa, triton)")
+    _choice = name
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend_for(device: torch.device) -> str:
+    if _choice == "sdpa":
+        return "sdpa"
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if _choice == "triton":
+        if not triton_available() or (device.type != "cuda" and not interpreted):
+            raise RuntimeError("the triton attention backend needs CUDA (or TRITON_INTERPRET=1) and triton")
+        return "triton"
+    return "triton" if device.type == "cuda" and triton_available() else "sdpa"
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_offset: int = 0) -> torch.Tensor:
+    """q (1, H, T, d) at positions q_offset.. q_offset+T-1; k, v (1, KH, L, d) for positions 0..L-1."""
+    if backend_for(q.device) == "triton":
+        from fusion import kernels
+
+        if q.shape[2] == 1:  # decode: one query over the whole cache, in splits
+            return kernels.decode_attention(q[:, :, 0], k, v, torch.tensor([k.shape[2]], device=q.device))[:, :, None]
+        out = kernels.prefill_attention(q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1),
+                                        torch.tensor([0, q.shape[2]], device=q.device, dtype=torch.int32),
+                                        torch.tensor([0, k.shape[2]], device=q.device, dtype=torch.int32),
+                                        causal=causal)
+        return out.transpose(0, 1)[None]
+    return sdpa(q, k, v, causal, q_offset)
+
+
+def sdpa(q, k, v, causal: bool, q_offset: int = 0, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference: PyTorch SDPA with GQA. allowed: an optional (T, L) boolean mask (True = may attend)."""
+    t, length = q.shape[2], k.shape[2]
+    if allowed is None and causal and (q_offset or t != length):
+        # bottom-right aligned causal mask: query i (position q_offset + i) sees keys 0..q_offset + i
+        allowed = torch.arange(length, device=q.device)[None] <= (q_offset + torch.arange(t, device=q.device))[:, None]
+    if allowed is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal and t > 1, enable_gqa=True)
