@@ -20,6 +20,7 @@ import numpy as np
 from app.rps import COUNTDOWN, Match, Result
 from encoders.errors import InputError
 from encoders.hands import classify_gesture
+from encoders.vision import short_name
 
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
          (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
@@ -118,7 +119,7 @@ class LiveSession:
         probs = self.classify(frame)
         found = [c for c in candidates(probs) if c.probability >= MIN_FUNGUS_PROBABILITY]
         if not found:
-            return f"no mushroom seen (looks like: {probs[0][0].split(',')[0]})" if probs else "nothing"
+            return f"no mushroom seen (looks like: {short_name(probs[0][0])})" if probs else "nothing"
         return f"{found[0].group} {found[0].probability:.0%}"
 
     # -- rock-paper-scissors ------------------------------------------------------------------------

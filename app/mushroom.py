@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders.vision import short_name
+
 KNOWLEDGE_BASE = Path(__file__).resolve().parent.parent / "assets" / "mushrooms.json"
 MIN_FUNGUS_PROBABILITY = 0.15  # below this the photo is not treated as a mushroom
 
@@ -45,7 +47,7 @@ def candidates(class_probs: list[tuple[str, float]]) -> list[Candidate]:
     groups = knowledge()["imagenet_groups"]
     found = []
     for label, p in class_probs:
-        name = label.split(",")[0].strip()
+        name = short_name(label)
         if name in groups:
             found.append(Candidate(name, p, groups[name]))
     return sorted(found, key=lambda c: -c.probability)
@@ -87,7 +89,7 @@ def compose(found: list[Candidate], question: str = "", best_guess: str | None =
 def identify(assistant, pixels: np.ndarray, question: str = "") -> MushroomReport:
     """A photo (and the user's question) -> a safe answer built from the knowledge base."""
     probs = assistant.classify_image(pixels, 20)
-    return compose(candidates(probs), question, probs[0][0].split(",")[0] if probs else None)
+    return compose(candidates(probs), question, short_name(probs[0][0]) if probs else None)
 
 
 # -- the safety check used by tests and the `safety` metric ------------------------------------------

@@ -134,6 +134,11 @@ class VisionTower(nn.Module):
         return [info.index_to_description(i) for i in range(1000)]
 
 
+def short_name(label: str) -> str:
+    """An ImageNet label's first synonym: "tabby, tabby cat" -> "tabby"."""
+    return label.split(",")[0].strip()
+
+
 def top_classes(logits: torch.Tensor, labels: list[str], k: int = 5) -> list[tuple[str, float]]:
     """(K,) logits -> the k most probable (label, probability) pairs."""
     p = logits.float().softmax(-1)

@@ -21,7 +21,7 @@ import torch
 from encoders.asr import WhisperTranscriber
 from encoders.audio import is_silent
 from encoders.errors import InputError
-from encoders.vision import VisionConfig, VisionTower, top_classes
+from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
 from fusion.generate import SamplingConfig, generate_tokens, stream_text
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.prompt import Audio, Image, media_parts
@@ -130,7 +130,7 @@ class Assistant:
                     timings.notes.append(f"heard: {text}")
                     parts.append(text)
                 elif isinstance(p, Image):
-                    seen = ", ".join(f"{label.split(',')[0]} ({prob:.0%})" for label, prob in
+                    seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
                                      self.classify_image(p.pixels, 3))
                     timings.notes.append(f"saw: {seen}")
                     parts.append(f"[A photo. An image classifier recognises in it: {seen}.]")

@@ -76,7 +76,7 @@ class _Layer:
 class StaticEngine:
     """Prefill and decode for one conversation at a time (batch 1) over a preallocated KV cache.
 
-    engine = StaticEngine.from_hf(decoder, max_len=2048)
+    engine = StaticEngine(decoder, max_len=2048)  # a transformers Llama-style model
     logits = engine.prefill(embeds)          # (1, L, D) -> (V,) at the last position
     logits = engine.decode(token)            # one token -> (V,)
     """
@@ -114,10 +114,6 @@ class StaticEngine:
         self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.length = 0
-
-    @classmethod
-    def from_hf(cls, decoder, max_len: int = 2048, dtype: torch.dtype | None = None) -> "StaticEngine":
-        return cls(decoder, max_len, dtype)
 
     def matrices(self) -> list[Matrix]:
         return [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [self.lm_head]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from encoders.audio import AudioTower
-from encoders.vision import VisionTower
+from encoders.vision import VisionTower, short_name
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, LabelTokenProjector, VisionProjector,
                                VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
@@ -103,7 +103,7 @@ class OmniModel(nn.Module):
             from fusion.engine import StaticEngine
 
             try:
-                self._lazy["engine"] = StaticEngine.from_hf(self.decoder, self.config.engine_max_len)
+                self._lazy["engine"] = StaticEngine(self.decoder, self.config.engine_max_len)
             except ValueError as err:
                 log.info("decode engine: transformers forward (%s)", err)
                 self._lazy["engine"] = None
@@ -149,7 +149,7 @@ class OmniModel(nn.Module):
         if self.config.vision_readout != "labels" or "vision" in self.trained or self.vision_tower.num_classes == 0:
             return None
         if "labels" not in self._lazy:
-            phrases = [self.tokenizer(self.config.label_phrase.format(label.split(",")[0].strip()),
+            phrases = [self.tokenizer(self.config.label_phrase.format(short_name(label)),
                                       add_special_tokens=False)["input_ids"] for label in self.vision_tower.labels()]
             self._lazy["labels"] = LabelTokenProjector(phrases, self.decoder.get_input_embeddings())
         return self._lazy["labels"]

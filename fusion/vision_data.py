@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encoders.vision import short_name
 from fusion.model import OmniModel
 
 TRAIN_PHOTOS = ["skimage:motorcycle_left.png", "skimage:motorcycle_right.png", "skimage:retina",
@@ -61,10 +62,6 @@ def augment_photo(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     img = cv2.warpAffine(np.ascontiguousarray(img), m, (cw, ch), borderMode=cv2.BORDER_REFLECT)
     img = img.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def class_names(labels: list[str]) -> list[str]:
-    return [label.split(",")[0].strip() for label in labels]
 
 
 def naming_sentence(name: str) -> str:
@@ -147,65 +144,10 @@ def vision_sampler(model: OmniModel, data_dir: Path, config):
     examples = class_examples(model, data_dir)
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     targets = [model.tokenizer.encode(naming_sentence(n), add_special_tokens=False) + [eos]
-               for n in class_names(tower.labels())]
+               for n in map(short_name, tower.labels())]
 
     def draw(rng: random.Random):
         feats, c = examples(rng)
         return model.vision_projector(feats, tower.grid), rng.choice(PROMPTS), targets[c]
 
     return draw
-
-
-def name_targets(model: OmniModel) -> torch.Tensor:
-    """(classes, K, D): for each class, the decoder's input embeddings of its name's tokens (" tabby cat"),
-    repeated to fill the projector's K image tokens. Shown these, the frozen decoder names the object
-    (checked by hand: "This is a picture of a tabby cat."); the alignment stage teaches the projector to
-    produce them from what the tower sees."""
-    k = model.vision_projector.num_tokens(model.vision_tower.grid)
-    embed = model.decoder.get_input_embeddings()
-    rows = []
-    for name in class_names(model.vision_tower.labels()):
-        ids = model.tokenizer.encode(" " + name, add_special_tokens=False)
-        rows.append([ids[j % len(ids)] for j in range(k)])
-    with torch.no_grad():
-        return embed(torch.tensor(rows)).float()
-
-
-def align_vision_projector(model: OmniModel, data_dir: Path, steps: int = 3000, batch_size: int = 32,
-                           lr: float = 1e-3, seed: int = 0, log_path: Path | None = None, log=print) -> list[float]:
-    """Stage 1, no decoder in the loop (cheap): regress the projector's K tokens onto the name embeddings
-    of the class the tower sees (real photos and class prototypes). Returns the loss per step."""
-    import math
-    import time
-
-    from tqdm import tqdm
-
-    if not model.vision_projector.config.queries:
-        raise ValueError("alignment needs the resampler projector (vision_queries > 0)")
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    examples = class_examples(model, data_dir)
-    targets = name_targets(model)
-    scale = targets.pow(2).mean()
-    proj = model.vision_projector
-    model.requires_grad_(False)
-    proj.requires_grad_(True)
-    opt = torch.optim.AdamW(proj.parameters(), lr=lr, weight_decay=0.01)
-    losses, start = [], time.perf_counter()
-    bar = tqdm(range(steps), desc="align vision projector", unit="step")
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        pairs = [examples(rng) for _ in range(batch_size)]
-        out = torch.stack([proj(f, model.vision_tower.grid) for f, _ in pairs])  # B, K, D
-        loss = (out - targets[[c for _, c in pairs]]).pow(2).mean() / scale
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if log_path is not None:
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                                    "elapsed_s": time.perf_counter() - start}) + "\n")
-    return losses

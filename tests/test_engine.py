@@ -18,7 +18,7 @@ def hf_greedy(decoder, ids, n):
 @pytest.mark.parametrize("prompt_len", [1, 5, 17])
 def test_engine_logits_and_greedy_tokens_match_transformers(tiny_decoder, prompt_len):
     ids = torch.randint(3, tiny_decoder.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
-    engine = StaticEngine.from_hf(tiny_decoder, max_len=64)
+    engine = StaticEngine(tiny_decoder, max_len=64)
     with torch.inference_mode():
         embeds = tiny_decoder.get_input_embeddings()(ids)
         torch.testing.assert_close(engine.prefill(embeds), tiny_decoder(input_ids=ids).logits[0, -1], atol=1e-4, rtol=1e-4)
@@ -28,7 +28,7 @@ def test_engine_logits_and_greedy_tokens_match_transformers(tiny_decoder, prompt
 
 
 def test_engine_is_reused_across_conversations_and_falls_back_when_too_long(tiny_decoder):
-    engine = StaticEngine.from_hf(tiny_decoder, max_len=32)
+    engine = StaticEngine(tiny_decoder, max_len=32)
     g = torch.Generator().manual_seed(1)
     a, b = (torch.randint(3, tiny_decoder.config.vocab_size, (1, n), generator=g) for n in (9, 4))
     emb = tiny_decoder.get_input_embeddings()
@@ -44,7 +44,7 @@ def test_engine_is_reused_across_conversations_and_falls_back_when_too_long(tiny
 
 
 def test_layouts_are_picked_per_shape_and_bytes_are_counted(tiny_decoder):
-    engine = StaticEngine.from_hf(tiny_decoder, max_len=16)
+    engine = StaticEngine(tiny_decoder, max_len=16)
     params = sum(p.numel() for n, p in tiny_decoder.named_parameters() if "embed" not in n and "lm_head" not in n)
     params += tiny_decoder.get_input_embeddings().weight.numel()  # the tied head is read once per token
     assert engine.weight_bytes() == params * 4 - tiny_decoder.model.norm.weight.numel() * 4
