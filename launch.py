@@ -34,6 +34,10 @@ def cmd_fetch(args) -> int:
 
     w = ensure_default_weights()
     print(f"default weights ready in {w.decoder_dir.parent}")
+    from fusion import cpu_ops  # compile the C++ decode ops now, not at the first answer
+
+    ops = cpu_ops.load()
+    print("C++ decode ops:", "ready" if ops is not None else f"not used ({cpu_ops.unavailable_reason() or 'build failed'})")
     return 0
 
 

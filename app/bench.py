@@ -211,6 +211,7 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     from encoders.audio import load_audio
     from fusion.assistant import Assistant, Timings
     from fusion.attention import backend_for
+    from fusion.engine import StaticEngine
     from fusion.generate import SamplingConfig
     from fusion.prompt import Audio, Image
     from fusion.vision_data import load_photo
@@ -222,6 +223,7 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     start = time.perf_counter()
     engine = model.engine()
     out = {"threads": torch.get_num_threads(), "dtype": str(engine.dtype).replace("torch.", ""),
+           "decode_weights": engine.decode_weights,
            "attention_backend": backend_for(dec.device), "engine_build_s": round(time.perf_counter() - start, 2),
            "engine_layouts": engine.layouts}
     # the machine's read bandwidth: summing a buffer far larger than the caches
@@ -240,29 +242,52 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     with torch.inference_mode():
         emb = dec.get_input_embeddings()(ids)
 
-        def ours():
-            logits = engine.prefill(emb)
+        def greedy(eng):
+            logits, tokens = eng.prefill(emb), []
             t1 = time.perf_counter()
             for _ in range(new_tokens):
                 logits[list(model.eos_ids)] = float("-inf")  # the same forced length as min_new_tokens
-                logits = engine.decode(int(logits.argmax()))
-            return time.perf_counter() - t1
+                tokens.append(int(logits.argmax()))
+                logits = eng.decode(tokens[-1])
+            return time.perf_counter() - t1, tokens
+
+        hf_tokens = []
 
         def theirs():
             t0 = time.perf_counter()
             dec(input_ids=ids)  # the prefill alone, to subtract
             prefill_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            dec.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False)
+            gen = dec.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False)
+            hf_tokens[:] = gen[0, ids.shape[1]:].tolist()
             return time.perf_counter() - t0 - prefill_s
 
-        for f in (ours, theirs):
-            f()  # warm-up
-        ours_s = min(ours() for _ in range(2))
+        exact = StaticEngine(dec, engine.max_len, decode_weights="fp32") if engine.decode_weights != "fp32" else engine
+        greedy(engine), greedy(exact), theirs()  # warm-up
+        ours_s, tokens = min(greedy(engine) for _ in range(2))
+        exact_s = min(greedy(exact)[0] for _ in range(2))
         theirs_s = min(theirs() for _ in range(2))
+        exact_per_token = exact.weight_bytes() + exact.cache_bytes(ids.shape[1] + new_tokens // 2)
         out.update(decode_tok_s=round(new_tokens / ours_s, 1), hf_generate_decode_tok_s=round(new_tokens / theirs_s, 1),
                    decode_speedup_vs_hf=round(theirs_s / ours_s, 2),
-                   decode_fraction_of_bandwidth_limit=round(new_tokens / ours_s / (bandwidth / per_token), 2))
+                   decode_fraction_of_bandwidth_limit=round(new_tokens / ours_s / (bandwidth / per_token), 2),
+                   greedy_tokens_same_as_hf=tokens == hf_tokens[:new_tokens],
+                   decode_fp32_tok_s=round(new_tokens / exact_s, 1),
+                   decode_fp32_speedup_vs_hf=round(theirs_s / exact_s, 2),
+                   decode_fp32_fraction_of_bandwidth_limit=round(new_tokens / exact_s / (bandwidth / exact_per_token), 2))
+        del exact
+        # several conversations decoded together: the weights are read once per step for all of them
+        batch = 4
+        together = StaticEngine(dec, 256, decode_weights=engine.decode_weights, slots=batch)
+        firsts = [int(together.prefill(emb[:, :ids.shape[1] - s], slot=s).argmax()) for s in range(batch)]
+        together.decode_batch(firsts, list(range(batch)))
+        t = time.perf_counter()
+        for _ in range(new_tokens // 2):
+            together.decode_batch(firsts, list(range(batch)))
+        step_s = (time.perf_counter() - t) / (new_tokens // 2)
+        out.update(batch_conversations=batch, batch_decode_tok_s_total=round(batch / step_s, 1),
+                   batch_decode_tok_s_each=round(1 / step_s, 1))
+        del together
         long = torch.randint(100, 40000, (1, prefill_tokens), generator=torch.Generator().manual_seed(1))
         long_emb = dec.get_input_embeddings()(long)
         for name, f in (("prefill", lambda: engine.prefill(long_emb)), ("hf_prefill", lambda: dec(input_ids=long))):

@@ -1,6 +1,8 @@
 """Attention dispatch: fused Triton kernels on CUDA, PyTorch SDPA elsewhere; selectable and reported.
 
     attend(q, k, v, causal, q_offset)   (1, H, T, d) queries over (1, KH, L, d) keys/values (GQA: H % KH == 0)
+    attend_decode(q, k, v, lengths)     (B, H, d) one query per conversation over (B, KH, L, d) caches
+                                        holding lengths[b] valid entries each
 
 Backend: POCKET_OMNI_ATTENTION=auto|sdpa|triton (auto: triton on CUDA when triton imports, else sdpa),
 or `set_backend()`. `backend_for(device)` says which one runs.
@@ -59,8 +61,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_of
     return sdpa(q, k, v, causal, q_offset)
 
 
+def attend_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """One new token per conversation (its own entry already in the cache): q (B, H, d), k and v
+    (B, KH, L, d), lengths (B,) -> (B, H, d). Each query sees entries 0..lengths[b]-1 of its cache."""
+    if backend_for(q.device) == "triton":
+        from fusion import kernels
+
+        return kernels.decode_attention(q, k, v, lengths.to(device=q.device, dtype=torch.int32))
+    longest = int(lengths.max())
+    allowed = None
+    if int(lengths.min()) != longest:  # ragged: mask each row's unused tail
+        allowed = (torch.arange(longest, device=q.device)[None] < lengths.to(q.device)[:, None])[:, None, None]
+    return sdpa(q[:, :, None], k[:, :, :longest], v[:, :, :longest], False, allowed=allowed)[:, :, 0]
+
+
 def sdpa(q, k, v, causal: bool, q_offset: int = 0, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference: PyTorch SDPA with GQA. allowed: an optional (T, L) boolean mask (True = may attend)."""
+    """The reference: PyTorch SDPA with GQA. allowed: an optional boolean mask broadcastable to
+    (B, H, T, L) (True = may attend)."""
     t, length = q.shape[2], k.shape[2]
     if allowed is None and causal and (q_offset or t != length):
         # bottom-right aligned causal mask: query i (position q_offset + i) sees keys 0..q_offset + i

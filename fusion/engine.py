@@ -31,11 +31,16 @@ class Matrix:
     def __init__(self, weight: torch.Tensor):
         self.weight = weight  # (out, in)
         self.transposed: torch.Tensor | None = None
+        self.packed: torch.Tensor | None = None  # float16 copy for the C++ one-row product (fusion.cpu_ops)
 
     def use_transposed(self, yes: bool) -> None:
         self.transposed = self.weight.t().contiguous() if yes else None
         if yes:
             self.weight = None
+
+    def half(self, ops, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, in) float32 times the float16 copy, with the C++ kernel (+ residual, (B, out))."""
+        return ops.gemv_half(x, self.packed, self.shape[0], residual)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.transposed if self.transposed is not None else F.linear(x, self.weight)
@@ -44,8 +49,10 @@ class Matrix:
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight.shape) if self.weight is not None else tuple(self.transposed.shape[::-1])
 
-    def nbytes(self) -> int:
-        t = self.weight if self.weight is not None else self.transposed
+    def nbytes(self, decode: bool = True) -> int:
+        """Bytes read by one product: the float16 copy when decoding with it, else the float32 weight."""
+        t = self.packed if decode and self.packed is not None else (
+            self.weight if self.weight is not None else self.transposed)
         return t.numel() * t.element_size()
 
 
@@ -74,14 +81,22 @@ class _Layer:
 
 
 class StaticEngine:
-    """Prefill and decode for one conversation at a time (batch 1) over a preallocated KV cache.
+    """Prefill and decode over a preallocated KV cache with `slots` conversations side by side.
 
     engine = StaticEngine(decoder, max_len=2048)  # a transformers Llama-style model
     logits = engine.prefill(embeds)          # (1, L, D) -> (V,) at the last position
     logits = engine.decode(token)            # one token -> (V,)
+    engine.prefill(embeds_b, slot=1)         # with slots=2: a second conversation
+    logits = engine.decode_batch([t0, t1], slots=[0, 1])   # (2, V): one weight pass for both
+
+    decode_weights: "fp32" multiplies by the model's own weights (BLAS; greedy identical to generate()),
+    "fp16" decodes with float16 copies through the C++ kernel (float32 accumulation; logits within
+    ~1e-2 of float32, see tests/test_engine.py) at half the bytes per token; prefill stays float32.
+    "auto": fp16 on a CPU where fusion.cpu_ops builds, else fp32.
     """
 
-    def __init__(self, decoder, max_len: int = 2048, dtype: torch.dtype | None = None):
+    def __init__(self, decoder, max_len: int = 2048, dtype: torch.dtype | None = None, decode_weights: str = "auto",
+                 slots: int = 1):
         cfg = decoder.config
         if cfg.model_type not in ("llama", "mistral", "qwen2") or getattr(cfg, "attention_bias", False):
             raise ValueError(f"StaticEngine handles bias-free Llama-style decoders, not {cfg.model_type}")
@@ -103,17 +118,42 @@ class StaticEngine:
         self.norm = w(m.norm.weight)
         self.embed = w(m.embed_tokens.weight)
         self.lm_head = Matrix(self.embed if cfg.tie_word_embeddings else w(decoder.lm_head.weight))
-        self.layouts = self.pick_layouts() if self.device.type == "cpu" else {}
+        self.ops = self._half_ops(decode_weights, dtype)
+        if self.ops is not None:
+            for mat in self.matrices():
+                mat.packed = self.ops.pack_half(mat.weight)
+            self.layouts = {}  # float32 products are prefill only, where BLAS is compute-bound either way
+        else:
+            self.layouts = self.pick_layouts() if self.device.type == "cpu" else {}
+        self.decode_weights = "fp16" if self.ops is not None else "fp32"
         # rotary tables for every position, from the model's own rotary module (its scaling rules included)
         pos = torch.arange(max_len, device=self.device)[None]
         cos, sin = m.rotary_emb(torch.zeros(1, device=self.device, dtype=torch.float32), pos)
         half = self.head_dim // 2
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's minus sign, folded in
         self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)  # (max_len, head_dim)
-        shape = (len(self.layers), 1, self.kv_heads, max_len, self.head_dim)
+        self.slots = slots
+        shape = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
         self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
-        self.length = 0
+        self.lengths = [0] * slots  # valid cache entries per slot (conversation)
+
+    @property
+    def length(self) -> int:
+        return self.lengths[0]
+
+    def _half_ops(self, decode_weights: str, dtype: torch.dtype):
+        if decode_weights not in ("auto", "fp16", "fp32"):
+            raise ValueError(f"decode_weights: auto, fp16 or fp32, not {decode_weights!r}")
+        if decode_weights == "fp32" or self.device.type != "cpu" or dtype != torch.float32:
+            return None
+        from fusion import cpu_ops
+
+        ops = cpu_ops.load()
+        if ops is None and decode_weights == "fp16":
+            raise ValueError(f"fp16 decode weights need the C++ ops: {cpu_ops.unavailable_reason() or 'build failed'}")
+        shapes_ok = all(m.weight.shape[1] % 8 == 0 for m in self.matrices())
+        return ops if shapes_ok else None
 
     def matrices(self) -> list[Matrix]:
         return [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [self.lm_head]
@@ -149,10 +189,11 @@ class StaticEngine:
         return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, T, D) embeddings of the next T positions -> (1, T, D) final hidden states; the cache grows by T."""
+    def forward(self, x: torch.Tensor, slot: int = 0) -> torch.Tensor:
+        """(1, T, D) embeddings of the next T positions -> (1, T, D) final hidden states; the slot's cache
+        grows by T."""
         t = x.shape[1]
-        start, end = self.length, self.length + t
+        start, end = self.lengths[slot], self.lengths[slot] + t
         if end > self.max_len:
             raise ValueError(f"the conversation ({end} tokens) is longer than the engine's cache ({self.max_len})")
         cos, sin = self.cos[start:end][None, None], self.sin[start:end][None, None]
@@ -161,28 +202,71 @@ class StaticEngine:
             qkv = layer.qkv(self._rms(x, layer.ln1))  # (1, T, (h + 2kh) d)
             qk, v = qkv.view(1, t, h + 2 * kh, d).transpose(1, 2).split([h + kh, kh], dim=1)
             q, k = self._rotate(qk, cos, sin).split([h, kh], dim=1)  # queries and keys rotated in one go
-            self.k_cache[i, :, :, start:end] = k
-            self.v_cache[i, :, :, start:end] = v
-            out = attention.attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], causal=t > 1,
-                                   q_offset=start)
+            k_cache, v_cache = self.k_cache[i, slot:slot + 1], self.v_cache[i, slot:slot + 1]
+            k_cache[:, :, start:end] = k
+            v_cache[:, :, start:end] = v
+            out = attention.attend(q, k_cache[:, :, :end], v_cache[:, :, :end], causal=t > 1, q_offset=start)
             x = x + layer.o(out.transpose(1, 2).reshape(1, t, h * d))
             gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
-        self.length = end
+        self.lengths[slot] = end
         return self._rms(x, self.norm)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
 
-    def reset(self) -> None:
-        self.length = 0  # the cache is overwritten in place; no need to clear it
+    def reset(self, slot: int = 0) -> None:
+        self.lengths[slot] = 0  # the cache is overwritten in place; no need to clear it
 
-    def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
+    def prefill(self, embeds: torch.Tensor, slot: int = 0) -> torch.Tensor:
         """(1, L, D) prompt embeddings (a fresh conversation) -> (V,) logits at the last position."""
-        self.reset()
-        hidden = self.forward(embeds.to(self.dtype))
+        self.reset(slot)
+        hidden = self.forward(embeds.to(self.dtype), slot)
         return self.logits(hidden[0, -1])
 
-    def decode(self, token: int) -> torch.Tensor:
+    def decode(self, token: int, slot: int = 0) -> torch.Tensor:
         """One token -> (V,) logits for the next."""
-        return self.logits(self.forward(self.embed[token].view(1, 1, -1))[0, -1])
+        return self._step(self.embed[token][None], [slot])[0]
+
+    def decode_batch(self, tokens: list[int], slots: list[int]) -> torch.Tensor:
+        """One token for each of several conversations, each in its own cache slot (see `slots`):
+        the weights are read once for all of them. -> (B, V) logits."""
+        if len(set(slots)) != len(slots) or not all(0 <= s < self.slots for s in slots):
+            raise ValueError(f"slots must be distinct, in 0..{self.slots - 1}: {slots}")
+        return self._step(self.embed[torch.tensor(tokens, device=self.device)], slots)
+
+    @torch.inference_mode()
+    def _step(self, x: torch.Tensor, slots: list[int]) -> torch.Tensor:
+        """One token per slot: (B, D) embeddings -> (B, V) logits; each slot's cache grows by one.
+        Float16 weights and the C++ ops when loaded, else the float32 weights and torch ops."""
+        positions = [self.lengths[s] for s in slots]
+        if max(positions) >= self.max_len:
+            raise ValueError(f"the conversation is longer than the engine's cache ({self.max_len})")
+        ops, b = self.ops, len(slots)
+        if ops is not None:
+            rms, silu_mul = lambda t, w: ops.rms_norm(t, w, self.eps), ops.silu_mul  # noqa: E731
+            product = lambda m, t, residual=None: m.half(ops, t, residual)  # noqa: E731
+        else:
+            rms = self._rms
+            silu_mul = lambda gu: F.silu(gu[:, :gu.shape[1] // 2]) * gu[:, gu.shape[1] // 2:]  # noqa: E731
+            product = lambda m, t, residual=None: m(t) if residual is None else residual + m(t)  # noqa: E731
+        h, kh, d = self.heads, self.kv_heads, self.head_dim
+        pos, rows = torch.tensor(positions, device=self.device), torch.tensor(slots, device=self.device)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, d)
+        lengths = pos + 1
+        contiguous = slots == list(range(slots[0], slots[0] + b))
+        for i, layer in enumerate(self.layers):
+            qkv = product(layer.qkv, rms(x, layer.ln1)).view(b, h + 2 * kh, d)
+            qk = self._rotate(qkv[:, :h + kh], cos, sin)
+            self.k_cache[i, rows, :, pos] = qk[:, h:]
+            self.v_cache[i, rows, :, pos] = qkv[:, h + kh:]
+            if contiguous:  # a view of the slots' caches
+                k, v = self.k_cache[i, slots[0]:slots[0] + b], self.v_cache[i, slots[0]:slots[0] + b]
+            else:
+                k, v = self.k_cache[i].index_select(0, rows), self.v_cache[i].index_select(0, rows)
+            out = attention.attend_decode(qk[:, :h], k, v, lengths)  # (B, h, d)
+            x = product(layer.o, out.reshape(b, h * d), x)
+            x = product(layer.down, silu_mul(product(layer.gate_up, rms(x, layer.ln2))), x)
+        for s in slots:
+            self.lengths[s] += 1
+        return product(self.lm_head, rms(x, self.norm))

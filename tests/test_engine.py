@@ -4,6 +4,7 @@ the real default model in the weights-marked test)."""
 import pytest
 import torch
 
+from fusion import cpu_ops
 from fusion.attention import backend_for
 from fusion.engine import StaticEngine
 from fusion.generate import SamplingConfig, generate_tokens
@@ -18,7 +19,7 @@ def hf_greedy(decoder, ids, n):
 @pytest.mark.parametrize("prompt_len", [1, 5, 17])
 def test_engine_logits_and_greedy_tokens_match_transformers(tiny_decoder, prompt_len):
     ids = torch.randint(3, tiny_decoder.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
-    engine = StaticEngine(tiny_decoder, max_len=64)
+    engine = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp32")
     with torch.inference_mode():
         embeds = tiny_decoder.get_input_embeddings()(ids)
         torch.testing.assert_close(engine.prefill(embeds), tiny_decoder(input_ids=ids).logits[0, -1], atol=1e-4, rtol=1e-4)
@@ -28,7 +29,7 @@ def test_engine_logits_and_greedy_tokens_match_transformers(tiny_decoder, prompt
 
 
 def test_engine_is_reused_across_conversations_and_falls_back_when_too_long(tiny_decoder):
-    engine = StaticEngine(tiny_decoder, max_len=32)
+    engine = StaticEngine(tiny_decoder, max_len=32, decode_weights="fp32")
     g = torch.Generator().manual_seed(1)
     a, b = (torch.randint(3, tiny_decoder.config.vocab_size, (1, n), generator=g) for n in (9, 4))
     emb = tiny_decoder.get_input_embeddings()
@@ -44,7 +45,7 @@ def test_engine_is_reused_across_conversations_and_falls_back_when_too_long(tiny
 
 
 def test_layouts_are_picked_per_shape_and_bytes_are_counted(tiny_decoder):
-    engine = StaticEngine(tiny_decoder, max_len=16)
+    engine = StaticEngine(tiny_decoder, max_len=16, decode_weights="fp32")
     params = sum(p.numel() for n, p in tiny_decoder.named_parameters() if "embed" not in n and "lm_head" not in n)
     params += tiny_decoder.get_input_embeddings().weight.numel()  # the tied head is read once per token
     assert engine.weight_bytes() == params * 4 - tiny_decoder.model.norm.weight.numel() * 4
@@ -52,10 +53,85 @@ def test_layouts_are_picked_per_shape_and_bytes_are_counted(tiny_decoder):
     assert backend_for(torch.device("cpu")) == "sdpa"
 
 
+needs_ops = pytest.mark.skipif(cpu_ops.unavailable_reason() is not None, reason=str(cpu_ops.unavailable_reason()))
+
+
+@needs_ops
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape", [(64, 32), (13, 24), (200, 576)])  # 13: rows padded to a block of 8
+def test_half_matrix_vector_product_matches_float_math_on_the_same_float16_weights(batch, shape):
+    ops = cpu_ops.load()
+    g = torch.Generator().manual_seed(0)
+    w, x, res = torch.randn(shape, generator=g), torch.randn(batch, shape[1], generator=g), torch.randn(batch, shape[0], generator=g)
+    packed = ops.pack_half(w)
+    want = x.double() @ w.half().double().T
+    torch.testing.assert_close(ops.gemv_half(x, packed, shape[0]).double(), want, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ops.gemv_half(x, packed, shape[0], res).double(), want + res.double(), atol=1e-4, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="columns"):
+        ops.gemv_half(torch.randn(batch, shape[1] + 8), packed, shape[0])
+
+
+@needs_ops
+def test_rms_norm_and_silu_mul_match_torch():
+    ops = cpu_ops.load()
+    x, w, gu = torch.randn(2, 40), torch.rand(40), torch.randn(2, 64)
+    torch.testing.assert_close(ops.rms_norm(x, w, 1e-5), torch.nn.functional.rms_norm(x, (40,), w, 1e-5))
+    gate, up = gu.chunk(2, dim=-1)
+    torch.testing.assert_close(ops.silu_mul(gu), torch.nn.functional.silu(gate) * up)
+
+
+@needs_ops
+def test_float16_decode_stays_within_tolerance_of_float32(tiny_decoder):
+    exact = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp32")
+    half = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp16")
+    assert half.decode_weights == "fp16" and half.weight_bytes() < 0.6 * exact.weight_bytes()
+    ids = torch.randint(3, tiny_decoder.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        embeds = tiny_decoder.get_input_embeddings()(ids)
+        torch.testing.assert_close(half.prefill(embeds), exact.prefill(embeds))  # prefill is float32 in both
+        for token in torch.randint(3, tiny_decoder.config.vocab_size, (20,), generator=torch.Generator().manual_seed(3)):
+            a, b = exact.decode(int(token)), half.decode(int(token))  # the same tokens fed to both
+            assert (a - b).abs().max() < 0.02 * a.abs().max()
+    assert half.length == exact.length == 26
+
+
+@pytest.mark.parametrize("weights", ["fp32", pytest.param("fp16", marks=needs_ops)])
+def test_batched_decode_gives_each_conversation_its_own_tokens(tiny_decoder, weights):
+    """Three conversations of different lengths decoded together (slots in any order) give the tokens
+    each gets alone."""
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(3, tiny_decoder.config.vocab_size, (1, n), generator=g) for n in (3, 11, 6)]
+    emb = tiny_decoder.get_input_embeddings()
+    alone = StaticEngine(tiny_decoder, max_len=48, decode_weights=weights)
+    together = StaticEngine(tiny_decoder, max_len=48, decode_weights=weights, slots=3)
+    order = [2, 0, 1]  # conversation c lives in slot order[c]
+    with torch.inference_mode():
+        want = []
+        for ids in prompts:
+            logits, tokens = alone.prefill(emb(ids)), []
+            for _ in range(12):
+                tokens.append(int(logits.argmax()))
+                logits = alone.decode(tokens[-1])
+            want.append(tokens)
+        logits = torch.stack([together.prefill(emb(ids), slot=s) for ids, s in zip(prompts, order)])
+        got = [[] for _ in prompts]
+        for _ in range(12):
+            for c, row in enumerate(logits):
+                got[c].append(int(row.argmax()))
+            logits = together.decode_batch([got[c][-1] for c in range(3)], order)
+    assert got == want
+    assert together.lengths == [11 + 12, 6 + 12, 3 + 12]  # slot order[c] holds conversation c
+    with pytest.raises(ValueError, match="distinct"):
+        together.decode_batch([1, 2], [0, 0])
+
+
 @pytest.mark.weights
-def test_engine_greedy_text_is_identical_on_the_default_model(assistant):
+@pytest.mark.parametrize("question", ["Name three colours.", "What is the capital of France?",
+                                      "Write a short poem about the sea."])
+def test_engine_greedy_text_is_identical_on_the_default_model(assistant, question):
+    """The default engine (float16 decode weights where the C++ ops build) gives transformers' tokens."""
     dec, tok = assistant.model.decoder, assistant.model.tokenizer
-    ids = tok.apply_chat_template([{"role": "user", "content": "Name three colours."}], add_generation_prompt=True,
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
     with torch.inference_mode():
         ours = list(generate_tokens(dec, dec.get_input_embeddings()(ids), set(), SamplingConfig(max_new_tokens=32),

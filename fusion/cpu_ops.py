@@ -1,0 +1,51 @@
+"""The C++ decode ops for x86 CPUs (fusion/csrc/cpu_decode.cpp), compiled once per machine and cached.
+
+    ops = cpu_ops.load()       # the extension module, or None where it cannot run (then use BLAS)
+    packed = ops.pack_half(w)  # (out, in) float32 -> float16 in the kernel's blocked layout
+    y = ops.gemv_half(x, packed, residual)   # (B, in) float32 -> (B, out) float32 (+ residual)
+
+The build (about 30 s with g++) lands in $POCKET_OMNI_CACHE/torch_extensions; `setup.sh` runs it so the
+first answer does not wait for it. It needs AVX2, FMA and F16C (every x86 CPU since 2013) and a C++
+compiler; without them `load()` says why in the log and returns None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).parent / "csrc" / "cpu_decode.cpp"
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]
+
+
+def unavailable_reason() -> str | None:
+    if os.environ.get("POCKET_OMNI_CPU_OPS", "1") == "0":
+        return "turned off by POCKET_OMNI_CPU_OPS=0"
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return f"the CPU lacks AVX2 ({torch.backends.cpu.get_cpu_capability()})"
+    return None
+
+
+@cache
+def load():
+    reason = unavailable_reason()
+    if reason:
+        log.info("C++ decode ops not used: %s", reason)
+        return None
+    from torch.utils import cpp_extension
+
+    from fusion.weights import cache_dir
+
+    build = cache_dir() / "torch_extensions" / "pocket_omni_cpu_decode"
+    build.mkdir(parents=True, exist_ok=True)
+    try:
+        return cpp_extension.load("pocket_omni_cpu_decode", [str(SOURCE)], extra_cflags=FLAGS,
+                                  extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
+    except Exception as err:  # no compiler, a failed build: the BLAS path still works
+        log.warning("C++ decode ops not built (%s); decoding with BLAS float32", str(err).splitlines()[0])
+        return None
