@@ -8,6 +8,7 @@
     python launch.py suites               rebuild the evaluation suites' media (deterministic)
     python launch.py bench hands          hand-tracking frames/s on 640x480 video (tracking vs detect-every-frame)
     python launch.py bench decode         decode/prefill tokens/s vs transformers generate(), bandwidth limit, TTFT
+    python launch.py bench kernels        Triton attention kernels vs SDPA's flash backend (a GPU)
     python launch.py bench live           live mode: frame -> annotated frame latency and frames/s (in process, via server)
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
@@ -158,12 +159,14 @@ def cmd_suites(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from app.bench import bench_decode, bench_hands, bench_live, print_figures
+    from app.bench import bench_decode, bench_hands, bench_kernels, bench_live, print_figures
 
     if args.what == "hands":
         print_figures(bench_hands(args.frames, args.threads, args.hand_model))
     elif args.what == "live":
         print_figures(bench_live(args.frames, args.threads))
+    elif args.what == "kernels":
+        print_figures(bench_kernels(small=args.small))
     else:
         print_figures(bench_decode(threads=args.threads))
     return 0
@@ -202,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")
-    be.add_argument("what", choices=["hands", "live", "decode"])
+    be.add_argument("what", choices=["hands", "live", "decode", "kernels"])
+    be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
+                                                          "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)
     be.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     be.add_argument("--hand-model", choices=["lite", "full"], default="lite")

@@ -321,3 +321,84 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
         model.config = dataclasses.replace(model.config, decode_engine="static")
     out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
+
+
+def bench_kernels(device: str | None = None, small: bool = False, repeats: int = 20) -> dict:
+    """The Triton attention kernels beside PyTorch SDPA's flash backend on the same inputs (GPU figures;
+    `small` runs toy sizes, e.g. under TRITON_INTERPRET=1, to check the benchmark itself).
+
+    prefill: 4 conversations of different lengths packed into one call (varlen, causal, GQA) vs SDPA
+    flash run on each conversation (its keys/values expanded to all heads beforehand, untimed):
+    milliseconds and TFLOP/s (causal: half the score matrix). decode: one query per conversation over
+    KV caches of 1k..16k entries, split-KV vs SDPA over the same caches: microseconds and GB/s of cache read."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from fusion import kernels
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16
+    heads, kv_heads, d = (4, 2, 32) if small else (32, 8, 128)
+    gen = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen).to(device, dtype)  # noqa: E731
+
+    def timed(fn) -> float:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+            return statistics.median(times)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    out = {"device": torch.cuda.get_device_name() if device == "cuda" else device, "dtype": "float16",
+           "heads": f"{heads} query / {kv_heads} kv, head dim {d}"}
+    lengths = [5, 17, 33, 64] if small else [512, 1024, 2048, 4096]
+    q, k, v = rand(sum(lengths), heads, d), rand(sum(lengths), kv_heads, d), rand(sum(lengths), kv_heads, d)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    per_seq = []
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        expand = lambda t: t[a:b].repeat_interleave(heads // kv_heads, dim=1).transpose(0, 1)[None].contiguous()  # noqa: E731
+        per_seq.append((q[a:b].transpose(0, 1)[None].contiguous(), expand(k), expand(v)))
+
+    def sdpa_prefill():
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            for qs, ks, vs in per_seq:
+                torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+
+    ours = timed(lambda: kernels.prefill_attention(q, k, v, cu, cu, causal=True))
+    theirs = timed(sdpa_prefill)
+    flops = sum(2 * 2 * heads * d * n * n / 2 for n in lengths)
+    out.update(prefill_lengths=lengths, prefill_ms=round(ours * 1e3, 3), prefill_sdpa_flash_ms=round(theirs * 1e3, 3),
+               prefill_ratio_vs_flash=round(ours / theirs, 2), prefill_tflops=round(flops / ours / 1e12, 1),
+               prefill_sdpa_flash_tflops=round(flops / theirs / 1e12, 1))
+    batch = 8
+    for context in ([16, 64] if small else [1024, 4096, 16384]):
+        qd = rand(batch, heads, d)
+        kc, vc = rand(batch, kv_heads, context, d), rand(batch, kv_heads, context, d)
+        ke, ve = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (kc, vc))
+        lengths_t = torch.full((batch,), context, dtype=torch.int32, device=device)
+        ours = timed(lambda: kernels.decode_attention(qd, kc, vc, lengths_t))
+
+        def sdpa_decode():
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                torch.nn.functional.scaled_dot_product_attention(qd[:, :, None], ke, ve)
+
+        theirs = timed(sdpa_decode)
+        cache_bytes = 2 * batch * kv_heads * context * d * 2
+        out[f"decode_{context}_us"] = round(ours * 1e6, 1)
+        out[f"decode_{context}_sdpa_us"] = round(theirs * 1e6, 1)
+        out[f"decode_{context}_speedup_vs_sdpa"] = round(theirs / ours, 2)
+        out[f"decode_{context}_cache_GBps"] = round(cache_bytes / ours / 1e9, 1)
+    return out

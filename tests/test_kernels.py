@@ -91,3 +91,12 @@ def test_bad_shapes_are_refused():
     q, k, v, cu = packed([4], heads=3, kv_heads=2, d=32, dtype=torch.float32)
     with pytest.raises(ValueError, match="query heads"):
         kernels.prefill_attention(q, k, v, cu, cu)
+
+
+def test_kernel_benchmark_runs_and_reports_both_sides():
+    """`launch.py bench kernels` at toy sizes (its figures mean something only on a GPU)."""
+    from app.bench import bench_kernels
+
+    figures = bench_kernels(device=DEVICE, small=True, repeats=1)
+    assert figures["prefill_ms"] > 0 and figures["prefill_sdpa_flash_ms"] > 0
+    assert {"decode_16_speedup_vs_sdpa", "decode_64_speedup_vs_sdpa"} <= figures.keys()
