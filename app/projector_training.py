@@ -144,18 +144,20 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
 def heldout_photo_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     """"What is in this picture?" on the evaluation photos (never trained on): does the answer name the
     main object? e2e beside the cascade."""
-    from app.suites import PHOTOS
+    from app.suites import photo_specs
     from fusion.prompt import Image
     from fusion.vision_data import load_photo
 
     sampling = SamplingConfig(max_new_tokens=max_tokens)
     hits, answers = {"e2e": 0, "cascade": 0}, {}
-    for name, accepted in PHOTOS.items():
-        pixels = load_photo(f"skimage:{name}")
+    photos = photo_specs()
+    for spec, accepted in photos.items():
+        name = spec.split(":", 1)[1]
+        pixels = load_photo(spec)
         for mode in hits:
             text = "".join(assistant.chat([{"role": "user", "content": [Image(pixels), "What is in this picture?"]}],
                                           mode, sampling))
             answers[f"{name}/{mode}"] = text
             hits[mode] += any(f" {normalize_text(a)} " in f" {normalize_text(text)} " for a in accepted)
-    return {"photos": len(PHOTOS), "names_main_object_e2e": hits["e2e"] / len(PHOTOS),
-            "names_main_object_cascade": hits["cascade"] / len(PHOTOS), "answers": answers}
+    return {"photos": len(photos), "names_main_object_e2e": hits["e2e"] / len(photos),
+            "names_main_object_cascade": hits["cascade"] / len(photos), "answers": answers}
