@@ -319,8 +319,44 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
                 best = min(first_token(content, engine_kind) for _ in range(3))
                 out[f"ttft_{kind}_s" if engine_kind == "static" else f"ttft_{kind}_hf_s"] = round(best, 3)
         model.config = dataclasses.replace(model.config, decode_engine="static")
+    out.update(_concurrent_chats(assistant, SamplingConfig))
     out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
+
+
+def _concurrent_chats(assistant, SamplingConfig, n: int = 4, tokens: int = 48) -> dict:
+    """n text chats at once through Assistant.chat (continuous batching) vs the same chats one after
+    another: wall time and generated tokens per second over all of them."""
+    import threading
+
+    from fusion.assistant import Timings
+
+    questions = ["Name three colours.", "What is the capital of France?", "Write a haiku about rain.",
+                 "Give me two tips for sleeping well.", "What is a prime number?", "Say hello in French."][:n]
+    sampling = SamplingConfig(max_new_tokens=tokens)
+
+    def ask(q, timings):
+        for _ in assistant.chat([{"role": "user", "content": q}], "e2e", sampling, timings):
+            pass
+
+    ask(questions[0], Timings())  # warm-up
+    timings = [Timings() for _ in questions]
+    t = time.perf_counter()
+    for q, tm in zip(questions, timings):
+        ask(q, tm)
+    one_by_one = time.perf_counter() - t
+    one_by_one_tokens = sum(tm.new_tokens for tm in timings)
+    timings = [Timings() for _ in questions]
+    threads = [threading.Thread(target=ask, args=(q, tm)) for q, tm in zip(questions, timings)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    together = time.perf_counter() - t
+    return {"chats_at_once": n, "chats_one_by_one_s": round(one_by_one, 2), "chats_at_once_s": round(together, 2),
+            "chats_one_by_one_tok_s": round(one_by_one_tokens / one_by_one, 1),
+            "chats_at_once_tok_s": round(sum(tm.new_tokens for tm in timings) / together, 1)}
 
 
 def bench_kernels(device: str | None = None, small: bool = False, repeats: int = 20) -> dict:

@@ -100,19 +100,28 @@ class Assistant:
         timings = timings if timings is not None else Timings()
         validate_conversation(messages, mode)
         t0 = time.perf_counter()
-        with self.lock:
+        with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
             if mode == "cascade":
                 messages = self._as_text(messages, timings)
             embeds = self.model.embed_conversation(messages)
             timings.encode_s = time.perf_counter() - t0
             timings.prompt_tokens = embeds.shape[1]
-            tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling, self.model.engine())
-            for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
-                if timings.first_token_s is None:
-                    timings.first_token_s = time.perf_counter() - t0
-                yield piece
+            batcher = self.model.batcher()
+        if batcher is not None and batcher.fits(embeds.shape[1], sampling):
+            # decoded beside any other conversation generating now (fusion.batching)
+            yield from self._stream(batcher.generate(embeds, sampling), sampling, timings, t0)
+        else:
+            with self.lock:  # transformers' forward with a dynamic cache: a long conversation, or no engine
+                tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
+                yield from self._stream(tokens, sampling, timings, t0)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
+
+    def _stream(self, tokens: Iterator[int], sampling: SamplingConfig, timings: Timings, t0: float) -> Iterator[str]:
+        for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
+            if timings.first_token_s is None:
+                timings.first_token_s = time.perf_counter() - t0
+            yield piece
 
     def _as_text(self, messages: list[dict], timings: Timings) -> list[dict]:
         """Cascade: every clip becomes its transcript, every image the classes the tower sees."""

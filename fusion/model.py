@@ -49,11 +49,13 @@ class OmniConfig:
     # "static": generate with fusion.engine (static KV cache, repacked weights; Llama-style decoders),
     # "hf": transformers' forward per token
     decode_engine: str = "static"
-    engine_max_len: int = 4096
+    engine_max_len: int = 2048
     # the static engine's decode weights: "fp16" (float16 copies through the C++ kernel of fusion.cpu_ops,
     # ~2.4x faster on a CPU; greedy text identical on the tested prompts), "fp32" (exact), "auto" (fp16
     # where the C++ ops build)
     engine_decode_weights: str = "auto"
+    # conversations decoded together (fusion.batching): each has its own cache slot of engine_max_len
+    engine_slots: int = 4
 
 
 def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -108,11 +110,25 @@ class OmniModel(nn.Module):
 
             try:
                 self._lazy["engine"] = StaticEngine(self.decoder, self.config.engine_max_len,
-                                                     decode_weights=self.config.engine_decode_weights)
+                                                     decode_weights=self.config.engine_decode_weights,
+                                                     slots=self.config.engine_slots)
             except ValueError as err:
                 log.info("decode engine: transformers forward (%s)", err)
                 self._lazy["engine"] = None
         return self._lazy["engine"]
+
+    def batcher(self):
+        """The continuous batcher over engine() (fusion.batching), or None without an engine. While
+        it generates, its worker thread owns the engine's caches: use engine() directly only when no
+        generation through the batcher is running."""
+        engine = self.engine()
+        if engine is None:
+            return None
+        if "batcher" not in self._lazy:
+            from fusion.batching import Batcher
+
+            self._lazy["batcher"] = Batcher(engine, self.eos_ids)
+        return self._lazy["batcher"]
 
     def _token_id(self, token: str) -> int:
         i = self.tokenizer.convert_tokens_to_ids(token)

@@ -1,0 +1,130 @@
+"""Continuous batching: conversations that generate at the same time share each pass over the weights.
+
+    batcher = Batcher(engine, eos_ids)       # a StaticEngine with slots > 1
+    for token in batcher.generate(embeds, SamplingConfig(...)):   # from any thread
+        ...
+
+One worker thread owns the engine. Each new request is prefilled into a free cache slot as soon as
+one is free (others keep decoding meanwhile); every step then decodes one token for all running
+requests with `engine.decode_batch`, so k conversations cost about one pass over the weights per
+token instead of k. A request that stops being read (the consumer closed its generator: a Stop
+button, a dropped connection) frees its slot at the next step. Tokens are the same as decoding each
+conversation alone (tests/test_batching.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from fusion.generate import SamplingConfig, sample
+
+log = logging.getLogger(__name__)
+_DONE = object()
+
+
+@dataclass
+class _Request:
+    embeds: torch.Tensor
+    config: SamplingConfig
+    generator: torch.Generator | None
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    produced: int = 0
+    last: int = -1
+    cancelled: bool = False
+
+
+class Batcher:
+    def __init__(self, engine, eos_ids: set[int]):
+        self.engine = engine
+        self.eos_ids = eos_ids
+        self._pending: deque[_Request] = deque()
+        self._active: dict[int, _Request] = {}  # cache slot -> request
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # decode_batch calls, and the rows they carried (for tests and benchmarks)
+        self.rows = 0
+
+    def fits(self, prompt_len: int, config: SamplingConfig) -> bool:
+        return prompt_len + config.max_new_tokens <= self.engine.max_len
+
+    def generate(self, embeds: torch.Tensor, config: SamplingConfig) -> Iterator[int]:
+        """(1, L, D) prompt embeddings -> new token ids until EOS or max_new_tokens."""
+        if not self.fits(embeds.shape[1], config):
+            raise ValueError(f"{embeds.shape[1]} + {config.max_new_tokens} tokens exceed the cache ({self.engine.max_len})")
+        generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        request = _Request(embeds.detach(), config, generator)
+        with self._wake:
+            self._pending.append(request)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pocket-omni-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        try:
+            while True:
+                item = request.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True  # read no further: the worker frees the slot
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._active:
+                    self._wake.wait()
+                admit = []
+                free = [s for s in range(self.engine.slots) if s not in self._active]
+                while self._pending and free:
+                    admit.append((free.pop(0), self._pending.popleft()))
+            for slot, request in admit:
+                if request.cancelled:
+                    continue
+                try:
+                    self._emit(slot, request, self.engine.prefill(request.embeds, slot))
+                except Exception as err:  # a bad request fails alone
+                    request.out.put(err)
+            for slot in [s for s, r in self._active.items() if r.cancelled]:
+                del self._active[slot]
+            if not self._active:
+                continue
+            slots = sorted(self._active)
+            try:
+                logits = self.engine.decode_batch([self._active[s].last for s in slots], slots)
+            except Exception as err:
+                log.exception("batched decode failed")
+                for s in slots:
+                    self._active.pop(s).out.put(err)
+                continue
+            self.steps, self.rows = self.steps + 1, self.rows + len(slots)
+            for row, slot in enumerate(slots):
+                self._emit(slot, self._active[slot], logits[row])
+
+    def _emit(self, slot: int, request: _Request, logits: torch.Tensor) -> None:
+        """Sample the request's next token from its logits; keep it running or finish it."""
+        c = request.config
+        token = sample(logits, c.temperature, c.top_p, request.generator)
+        if request.cancelled or token in self.eos_ids:
+            self._finish(slot, request)
+            return
+        request.out.put(token)
+        request.produced += 1
+        if request.produced >= c.max_new_tokens:  # no step for a token nobody will read
+            self._finish(slot, request)
+            return
+        request.last = token
+        self._active[slot] = request
+
+    def _finish(self, slot: int, request: _Request) -> None:
+        self._active.pop(slot, None)
+        request.out.put(_DONE)
