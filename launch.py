@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="run an evaluation suite (JSONL) and write report.json/report.md")
     ev.add_argument("suite")
     ev.add_argument("--out", default=None, help="report folder (default out/eval/SUITE-MODE)")
-    ev.add_argument("--mode", choices=["e2e", "cascade"], default="e2e")
+    ev.add_argument("--mode", choices=["e2e", "cascade", "auto"], default="e2e")
     ev.add_argument("--server", default=None, help="run against a server, e.g. http://127.0.0.1:8000")
     ev.add_argument("--limit", type=int, default=None, help="only the first N cases")
     ev.add_argument("--max-tokens", type=int, default=64)
@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", default="", help="the question (optional with --audio)")
     ask.add_argument("--image", action="append", default=[], help="a photo (repeatable)")
     ask.add_argument("--audio", action="append", default=[], help="a recording: wav, flac, mp3, ogg (repeatable)")
-    ask.add_argument("--mode", choices=["e2e", "cascade"], default="e2e",
-                     help="e2e: media embeddings into the LLM; cascade: Whisper transcript + ImageNet labels as text")
+    ask.add_argument("--mode", choices=["auto", "e2e", "cascade"], default="auto",
+                     help="e2e: media embeddings into the LLM; cascade: Whisper transcript + ImageNet labels as text; "
+                          "auto: speech transcribed, images as embeddings")
     ask.add_argument("--max-tokens", type=int, default=256)
     ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ask.add_argument("--top-p", type=float, default=1.0)

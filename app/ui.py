@@ -77,9 +77,10 @@ def _chat_tab(holder: ModelHolder) -> None:
     with gr.Accordion("Persona and settings", open=False):
         persona = gr.Dropdown(PERSONAS, value="", allow_custom_value=True,
                               label="System prompt / persona (type your own)")
-        mode = gr.Radio(["e2e", "cascade"], value="e2e", label="Mode",
+        mode = gr.Radio(["auto", "e2e", "cascade"], value="auto", label="Mode",
                         info="e2e: photos and speech go into the LLM as embeddings; "
-                             "cascade: Whisper's transcript and ImageNet labels go in as text")
+                             "cascade: Whisper's transcript and ImageNet labels go in as text; "
+                             "auto: speech transcribed, photos as embeddings (each the better one today)")
         max_tokens = gr.Slider(16, 512, value=200, step=16, label="Max tokens")
         temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
         top_p = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Top-p")
@@ -232,9 +233,10 @@ def _spoken_tab(holder: ModelHolder) -> None:
         audio = gr.Audio(label="Your question", sources=["microphone", "upload"], type="numpy",
                          elem_id="spoken-audio")
         with gr.Column():
-            mode = gr.Radio(["e2e", "cascade"], value="e2e", label="Mode",
-                            info="e2e skips the transcription (faster to the first word); "
-                                 "cascade transcribes with Whisper first")
+            mode = gr.Radio(["e2e", "cascade"], value="cascade", label="Mode",
+                            info="e2e: the speech itself is the prompt, 5x faster to the first word, but it "
+                                 "understands few questions yet (see the model card); "
+                                 "cascade: transcribed by Whisper first")
             aloud = gr.Checkbox(True, label="Read the answer aloud")
             go = gr.Button("Answer", variant="primary", elem_id="spoken-go")
     answer = gr.Markdown(elem_id="spoken-answer")

@@ -28,8 +28,11 @@ from fusion.prompt import Audio, Image, media_parts
 
 log = logging.getLogger("pocket_omni")
 
-Mode = Literal["e2e", "cascade"]
-MODES: tuple[Mode, ...] = ("e2e", "cascade")
+# e2e: images and speech go into the decoder as projected embeddings; cascade: Whisper's transcript and
+# the tower's ImageNet labels go in as text; auto: each medium by the path that measures better on the
+# held-out sets (speech transcribed, images e2e; see assets/projectors/README.md)
+Mode = Literal["e2e", "cascade", "auto"]
+MODES: tuple[Mode, ...] = ("e2e", "cascade", "auto")
 MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_PROJECTORS = ASSETS / "projectors" / "pocket.safetensors"
@@ -101,8 +104,8 @@ class Assistant:
         validate_conversation(messages, mode)
         t0 = time.perf_counter()
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
-            if mode == "cascade":
-                messages = self._as_text(messages, timings)
+            if mode != "e2e":
+                messages = self._as_text(messages, timings, images=mode == "cascade")
             embeds = self.model.embed_conversation(messages)
             timings.encode_s = time.perf_counter() - t0
             timings.prompt_tokens = embeds.shape[1]
@@ -123,8 +126,8 @@ class Assistant:
                 timings.first_token_s = time.perf_counter() - t0
             yield piece
 
-    def _as_text(self, messages: list[dict], timings: Timings) -> list[dict]:
-        """Cascade: every clip becomes its transcript, every image the classes the tower sees."""
+    def _as_text(self, messages: list[dict], timings: Timings, images: bool = True) -> list[dict]:
+        """Cascade: every clip becomes its transcript, every image (if `images`) the classes the tower sees."""
         out = []
         for m in messages:
             if isinstance(m["content"], str):
@@ -138,14 +141,15 @@ class Assistant:
                         raise InputError(f"no speech could be made out in {p.name}")
                     timings.notes.append(f"heard: {text}")
                     parts.append(text)
-                elif isinstance(p, Image):
+                elif isinstance(p, Image) and images:
                     seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
                                      self.classify_image(p.pixels, 3))
                     timings.notes.append(f"saw: {seen}")
                     parts.append(f"[A photo. An image classifier recognises in it: {seen}.]")
                 else:
                     parts.append(p)
-            out.append({"role": m["role"], "content": "\n".join(parts)})
+            text_only = all(isinstance(p, str) for p in parts)
+            out.append({"role": m["role"], "content": "\n".join(parts) if text_only else parts})
         return out
 
 

@@ -196,6 +196,9 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         step, rng = state["step"], state["rng"]
         torch.set_rng_state(state["torch_rng"])
         log(f"resuming from step {step}")
+        if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
     elif log_path.exists():
         log_path.unlink()
     parts: dict[tuple, tuple[list[int], list[int]]] = {}  # the template depends on (prompt, n) only

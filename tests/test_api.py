@@ -64,7 +64,7 @@ def test_openai_client_text_image_audio_streaming_and_not(server):
     from openai import OpenAI
 
     client = OpenAI(base_url=server + "/v1", api_key="unused")
-    assert {m.id for m in client.models.list()} == {"pocket-e2e", "pocket-cascade"}
+    assert {m.id for m in client.models.list()} == {"pocket-e2e", "pocket-cascade", "pocket-auto"}
     r = client.chat.completions.create(model="pocket-cascade", messages=[{"role": "user", "content": "hello"}])
     assert r.choices[0].message.content.split() == ["cascade", "hello", "end", "of", "answer"]
     assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 5

@@ -156,3 +156,17 @@ def test_e2e_names_what_is_in_the_photo(assistant, photo, accepted):
                                                                   "What is in this picture?"]}], "e2e",
                                     SamplingConfig(max_new_tokens=16)))
     assert any(a in answer.lower() for a in accepted), answer
+
+
+def test_auto_mode_transcribes_speech_and_keeps_photos_as_embeddings(assistant, tmp_path):
+    import skimage.data
+
+    wave = load_audio(espeak("What is the capital of France?", tmp_path / "q.wav"))
+    timings = Timings()
+    answer = ask(assistant, [Audio(wave)], "auto", 24, timings)
+    assert any(n.startswith("heard:") and "france" in n.lower() for n in timings.notes)
+    assert "Paris" in answer
+    timings = Timings()
+    answer = ask(assistant, [Image(skimage.data.chelsea()), "What is in this picture?"], "auto", 16, timings)
+    assert not any(n.startswith("saw:") for n in timings.notes)  # the image went in e2e, not as labels
+    assert "cat" in answer.lower()

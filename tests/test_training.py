@@ -58,12 +58,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_omni, tiny_data, tm
     fresh_projector(tiny_omni)
     whole = load_file(str(train_projector(tiny_omni, tiny_data, tmp_path / "a", cfg, log=lambda *_: None)))
     fresh_projector(tiny_omni)
-    assert train_projector(tiny_omni, tiny_data, tmp_path / "b", cfg, log=lambda *_: None, stop_after=4) is None
+    # interrupted two steps after the step-4 checkpoint: steps 5 and 6 are done again on resume
+    assert train_projector(tiny_omni, tiny_data, tmp_path / "b", cfg, log=lambda *_: None, stop_after=6) is None
     fresh_projector(tiny_omni, seed=99)  # whatever is in memory, the checkpoint wins
     resumed = load_file(str(train_projector(tiny_omni, tiny_data, tmp_path / "b", cfg, log=lambda *_: None)))
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k])
-    assert len(losses(tmp_path / "b")) == 8
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))  # the curve has each step once
+    assert losses(tmp_path / "b") == pytest.approx(losses(tmp_path / "a"))
 
 
 def test_the_same_seed_gives_the_same_projector(tiny_omni, tiny_data, tmp_path):
