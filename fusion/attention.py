@@ -61,18 +61,28 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_of
     return sdpa(q, k, v, causal, q_offset)
 
 
-def attend_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def decode_mask(lengths: torch.Tensor) -> torch.Tensor | None:
+    """For attend_decode on the SDPA path: which cache entries each row may see, (B, 1, 1, longest),
+    or None when every row has the same length. Built once per step, shared by all layers."""
+    longest = int(lengths.max())
+    if int(lengths.min()) == longest:
+        return None
+    return (torch.arange(longest, device=lengths.device)[None] < lengths[:, None])[:, None, None]
+
+
+def attend_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """One new token per conversation (its own entry already in the cache): q (B, H, d), k and v
-    (B, KH, L, d), lengths (B,) -> (B, H, d). Each query sees entries 0..lengths[b]-1 of its cache."""
+    (B, KH, L, d), lengths (B,) -> (B, H, d). Each query sees entries 0..lengths[b]-1 of its cache.
+    mask: decode_mask(lengths), when the caller already has it."""
     if backend_for(q.device) == "triton":
         from fusion import kernels
 
         return kernels.decode_attention(q, k, v, lengths.to(device=q.device, dtype=torch.int32))
-    longest = int(lengths.max())
-    allowed = None
-    if int(lengths.min()) != longest:  # ragged: mask each row's unused tail
-        allowed = (torch.arange(longest, device=q.device)[None] < lengths.to(q.device)[:, None])[:, None, None]
-    return sdpa(q[:, :, None], k[:, :, :longest], v[:, :, :longest], False, allowed=allowed)[:, :, 0]
+    if mask is None:
+        mask = decode_mask(lengths)
+    longest = int(lengths.max()) if mask is None else mask.shape[-1]
+    return sdpa(q[:, :, None], k[:, :, :longest], v[:, :, :longest], False, allowed=mask)[:, :, 0]
 
 
 def sdpa(q, k, v, causal: bool, q_offset: int = 0, allowed: torch.Tensor | None = None) -> torch.Tensor:

@@ -257,17 +257,20 @@ class StaticEngine:
         pos, rows = torch.tensor(positions, device=self.device), torch.tensor(slots, device=self.device)
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, d)
         lengths = pos + 1
+        mask = attention.decode_mask(lengths)
+        # where each row's new keys go in a layer's cache seen as (slots * kh * max_len, d) rows
+        where = ((rows[:, None] * kh + torch.arange(kh, device=self.device)) * self.max_len + pos[:, None]).flatten()
         contiguous = slots == list(range(slots[0], slots[0] + b))
         for i, layer in enumerate(self.layers):
             qkv = product(layer.qkv, rms(x, layer.ln1)).view(b, h + 2 * kh, d)
             qk = self._rotate(qkv[:, :h + kh], cos, sin)
-            self.k_cache[i, rows, :, pos] = qk[:, h:]
-            self.v_cache[i, rows, :, pos] = qkv[:, h + kh:]
+            self.k_cache[i].view(-1, d).index_copy_(0, where, qk[:, h:].reshape(-1, d))
+            self.v_cache[i].view(-1, d).index_copy_(0, where, qkv[:, h + kh:].reshape(-1, d))
             if contiguous:  # a view of the slots' caches
                 k, v = self.k_cache[i, slots[0]:slots[0] + b], self.v_cache[i, slots[0]:slots[0] + b]
             else:
                 k, v = self.k_cache[i].index_select(0, rows), self.v_cache[i].index_select(0, rows)
-            out = attention.attend_decode(qk[:, :h], k, v, lengths)  # (B, h, d)
+            out = attention.attend_decode(qk[:, :h], k, v, lengths, mask)  # (B, h, d)
             x = product(layer.o, out.reshape(b, h * d), x)
             x = product(layer.down, silu_mul(product(layer.gate_up, rms(x, layer.ln2))), x)
         for s in slots:
