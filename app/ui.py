@@ -227,8 +227,8 @@ def _mushroom_tab(holder: ModelHolder) -> None:
 # -- spoken questions -----------------------------------------------------------------------------------
 
 def _spoken_tab(holder: ModelHolder) -> None:
-    gr.Markdown("Record a question (or upload a recording) and get a streamed answer, the way Qwen-Audio "
-                "takes them: the speech itself is the prompt.")
+    gr.Markdown("Record a question (or upload a recording) and get a streamed answer. In e2e mode the speech "
+                "itself is the prompt, the way Qwen-Audio takes it; cascade transcribes it first.")
     with gr.Row():
         audio = gr.Audio(label="Your question", sources=["microphone", "upload"], type="numpy",
                          elem_id="spoken-audio")
