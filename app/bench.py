@@ -290,15 +290,23 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
         del together
         long = torch.randint(100, 40000, (1, prefill_tokens), generator=torch.Generator().manual_seed(1))
         long_emb = dec.get_input_embeddings()(long)
-        for name, f in (("prefill", lambda: engine.prefill(long_emb)), ("hf_prefill", lambda: dec(input_ids=long))):
+        cold = lambda: (engine.reset(0), engine.prefill(long_emb))  # noqa: E731  nothing reused from the cache
+        for name, f in (("prefill", cold), ("hf_prefill", lambda: dec(input_ids=long))):
             f()
             t = time.perf_counter()
             f()
             out[f"{name}_tok_s"] = round(prefill_tokens / (time.perf_counter() - t))
 
-    def first_token(content, engine_kind):
+    def first_token(content, engine_kind, system_prompt_cached=False):
+        """A new conversation: nothing cached, or (system_prompt_cached) only what every conversation
+        starts with, as after any earlier chat (the engine's prefix caching)."""
         model.config = dataclasses.replace(model.config, decode_engine=engine_kind)
         model._media_cache.clear()
+        for slot in range(engine.slots):
+            engine.reset(slot)
+        if system_prompt_cached:
+            for _ in assistant.chat([{"role": "user", "content": "Hi."}], "e2e", SamplingConfig(max_new_tokens=1)):
+                pass
         timings = Timings()
         for _ in assistant.chat([{"role": "user", "content": content}], "e2e", SamplingConfig(max_new_tokens=2), timings):
             pass
@@ -318,6 +326,8 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
                 first_token(content, engine_kind)  # warm-up
                 best = min(first_token(content, engine_kind) for _ in range(3))
                 out[f"ttft_{kind}_s" if engine_kind == "static" else f"ttft_{kind}_hf_s"] = round(best, 3)
+            best = min(first_token(content, "static", system_prompt_cached=True) for _ in range(3))
+            out[f"ttft_{kind}_system_prompt_cached_s"] = round(best, 3)
         model.config = dataclasses.replace(model.config, decode_engine="static")
     out.update(_concurrent_chats(assistant, SamplingConfig))
     out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -5,7 +5,7 @@
         ...
 
 One worker thread owns the engine. Each new request is prefilled into a free cache slot as soon as
-one is free (others keep decoding meanwhile); every step then decodes one token for all running
+one is free (others keep decoding meanwhile), the one whose cache already holds most of its prompt; every step then decodes one token for all running
 requests with `engine.decode_batch`, so k conversations cost about one pass over the weights per
 token instead of k. A request that stops being read (the consumer closed its generator: a Stop
 button, a dropped connection) frees its slot at the next step. Tokens are the same as decoding each
@@ -86,7 +86,12 @@ class Batcher:
                 admit = []
                 free = [s for s in range(self.engine.slots) if s not in self._active]
                 while self._pending and free:
-                    admit.append((free.pop(0), self._pending.popleft()))
+                    request = self._pending.popleft()
+                    # the free slot whose cache already holds most of this prompt (a conversation's
+                    # earlier turns, or at least the system prompt): prefix caching
+                    slot = max(free, key=lambda s: self.engine.reusable(request.embeds, s))
+                    free.remove(slot)
+                    admit.append((slot, request))
             for slot, request in admit:
                 if request.cancelled:
                     continue

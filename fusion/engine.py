@@ -140,6 +140,9 @@ class StaticEngine:
         self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.lengths = [0] * slots  # valid cache entries per slot (conversation)
+        # the input embeddings behind each slot's cache entries: a new prompt that starts with the same
+        # rows (the system prompt; a conversation's earlier turns) reuses their keys and values
+        self.fed = torch.zeros(slots, max_len, cfg.hidden_size, dtype=dtype, device=self.device)
 
     @property
     def length(self) -> int:
@@ -221,10 +224,26 @@ class StaticEngine:
     def reset(self, slot: int = 0) -> None:
         self.lengths[slot] = 0  # the cache is overwritten in place; no need to clear it
 
+    def reusable(self, embeds: torch.Tensor, slot: int = 0) -> int:
+        """How many leading positions of (1, L, D) `embeds` the slot's cache already holds (at most L-1:
+        the last position is always computed, for its logits)."""
+        m = min(embeds.shape[1] - 1, self.lengths[slot])
+        if m <= 0:
+            return 0
+        same = (self.fed[slot, :m] == embeds[0, :m].to(self.dtype)).all(-1)
+        return m if bool(same.all()) else int(same.to(torch.int8).argmin())
+
     def prefill(self, embeds: torch.Tensor, slot: int = 0) -> torch.Tensor:
-        """(1, L, D) prompt embeddings (a fresh conversation) -> (V,) logits at the last position."""
-        self.reset(slot)
-        hidden = self.forward(embeds.to(self.dtype), slot)
+        """(1, L, D) prompt embeddings (a new conversation, or the next turn of one) -> (V,) logits at the
+        last position. Positions whose inputs match what the slot's cache was built from are reused
+        (prefix caching), the rest computed."""
+        embeds = embeds.to(self.dtype)
+        if embeds.shape[1] > self.max_len:
+            raise ValueError(f"the conversation ({embeds.shape[1]} tokens) is longer than the engine's cache "
+                             f"({self.max_len})")
+        self.lengths[slot] = self.reusable(embeds, slot)
+        self.fed[slot, self.lengths[slot]:embeds.shape[1]] = embeds[0, self.lengths[slot]:]
+        hidden = self.forward(embeds[:, self.lengths[slot]:], slot)
         return self.logits(hidden[0, -1])
 
     def decode(self, token: int, slot: int = 0) -> torch.Tensor:
@@ -261,6 +280,7 @@ class StaticEngine:
         # where each row's new keys go in a layer's cache seen as (slots * kh * max_len, d) rows
         where = ((rows[:, None] * kh + torch.arange(kh, device=self.device)) * self.max_len + pos[:, None]).flatten()
         contiguous = slots == list(range(slots[0], slots[0] + b))
+        self.fed[rows, pos] = x  # the inputs behind the new cache entries (prefix caching)
         for i, layer in enumerate(self.layers):
             qkv = product(layer.qkv, rms(x, layer.ln1)).view(b, h + 2 * kh, d)
             qk = self._rotate(qkv[:, :h + kh], cos, sin)

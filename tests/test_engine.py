@@ -53,6 +53,29 @@ def test_layouts_are_picked_per_shape_and_bytes_are_counted(tiny_decoder):
     assert backend_for(torch.device("cpu")) == "sdpa"
 
 
+def test_a_new_turn_reuses_the_cached_prefix_and_gives_the_same_logits(tiny_decoder):
+    """Prefix caching: the second prompt shares 9 leading positions with what the cache holds (the first
+    prompt and 3 decoded tokens); only the rest is computed, and the logits equal a fresh prefill's."""
+    g = torch.Generator().manual_seed(6)
+    emb = tiny_decoder.get_input_embeddings()
+    first = torch.randint(3, tiny_decoder.config.vocab_size, (1, 6), generator=g)
+    engine = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp32")
+    fresh = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp32")
+    with torch.inference_mode():
+        logits, fed = engine.prefill(emb(first)), first[0].tolist()
+        for _ in range(3):
+            fed.append(int(logits.argmax()))
+            logits = engine.decode(fed[-1])
+        turn = torch.tensor([fed + [7, 8, 9, 10]])  # the conversation so far, then a new user turn
+        assert engine.reusable(emb(turn)) == 9
+        torch.testing.assert_close(engine.prefill(emb(turn)), fresh.prefill(emb(turn)), atol=1e-5, rtol=1e-5)
+        changed = turn.clone()
+        changed[0, 2] = changed[0, 2] % 50 + 3  # a different early token: reuse stops there
+        assert engine.reusable(emb(changed)) == 2
+        torch.testing.assert_close(engine.prefill(emb(changed)), fresh.prefill(emb(changed)), atol=1e-5, rtol=1e-5)
+        assert engine.reusable(emb(changed)) == changed.shape[1] - 1  # the same prompt again: all but the last
+
+
 needs_ops = pytest.mark.skipif(cpu_ops.unavailable_reason() is not None, reason=str(cpu_ops.unavailable_reason()))
 
 
