@@ -51,8 +51,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_of
     if backend_for(q.device) == "triton":
         from fusion import kernels
 
-        if q.shape[2] == 1:  # decode: one query over the whole cache, in splits
-            return kernels.decode_attention(q[:, :, 0], k, v, torch.tensor([k.shape[2]], device=q.device))[:, :, None]
+        if q.shape[2] == 1:  # one query over the whole cache: the decode kernel
+            return attend_decode(q[:, :, 0], k, v, torch.tensor([k.shape[2]], device=q.device))[:, :, None]
         out = kernels.prefill_attention(q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1),
                                         torch.tensor([0, q.shape[2]], device=q.device, dtype=torch.int32),
                                         torch.tensor([0, k.shape[2]], device=q.device, dtype=torch.int32),

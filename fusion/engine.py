@@ -52,10 +52,9 @@ class Matrix:
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight.shape) if self.weight is not None else tuple(self.transposed.shape[::-1])
 
-    def nbytes(self, decode: bool = True) -> int:
-        """Bytes read by one product: the float16 copy when decoding with it, else the float32 weight."""
-        t = self.packed if decode and self.packed is not None else (
-            self.weight if self.weight is not None else self.transposed)
+    def nbytes(self) -> int:
+        """Bytes read by one decode product: the float16 copy when there is one, else the float32 weight."""
+        t = self.packed if self.packed is not None else self.weight if self.weight is not None else self.transposed
         return t.numel() * t.element_size()
 
 
