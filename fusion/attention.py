@@ -4,8 +4,10 @@
     attend_decode(q, k, v, lengths)     (B, H, d) one query per conversation over (B, KH, L, d) caches
                                         holding lengths[b] valid entries each
 
-Backend: POCKET_OMNI_ATTENTION=auto|sdpa|triton (auto: triton on CUDA when triton imports, else sdpa),
-or `set_backend()`. `backend_for(device)` says which one runs.
+Backend: POCKET_OMNI_ATTENTION=auto|sdpa|triton|cpp (auto: triton on CUDA when triton imports, else
+sdpa), or `set_backend()`. `backend_for(device)` says which one runs. On a CPU, the static engine's decode
+step has a third path, `decode_backend()`: "cpp", the C++ op of fusion/csrc that does the step's rotary
+embedding, cache write and attention in one call (auto or cpp, when the C++ ops are loaded).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ _choice = os.environ.get("POCKET_OMNI_ATTENTION", "auto")
 
 def set_backend(name: str) -> None:
     global _choice
-    if name not in ("auto", "sdpa", "triton"):
-        raise ValueError(f"unknown attention backend {name!r} (auto, sdpa, triton)")
+    if name not in ("auto", "sdpa", "triton", "cpp"):
+        raise ValueError(f"unknown attention backend {name!r} (auto, sdpa, triton, cpp)")
     _choice = name
 
 
@@ -44,6 +46,14 @@ def backend_for(device: torch.device) -> str:
             raise RuntimeError("the triton attention backend needs CUDA (or TRITON_INTERPRET=1) and triton")
         return "triton"
     return "triton" if device.type == "cuda" and triton_available() else "sdpa"
+
+
+def decode_backend(device: torch.device, cpp_ops: bool) -> str:
+    """The path of the static engine's decode-step attention: "cpp" on a CPU with the C++ ops loaded
+    (`cpp_ops`) unless sdpa or triton was chosen, else backend_for(device)."""
+    if device.type == "cpu" and cpp_ops and _choice in ("auto", "cpp"):
+        return "cpp"
+    return backend_for(device)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_offset: int = 0) -> torch.Tensor:

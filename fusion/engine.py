@@ -23,6 +23,11 @@ import torch.nn.functional as F
 
 from fusion import attention
 
+# prefills of up to this many new rows use the float16 weights and the C++ product (with the ops
+# loaded): 2.5x float32 BLAS at 8 rows, 1.4x at 43, 1.08x at 100, slower from ~200 (measured on this
+# 2-core CPU, 30 layers' weights streamed); longer ones use float32 BLAS
+PREFILL_HALF_ROWS = 128
+
 
 class Matrix:
     """A weight stored in whichever layout multiplies a single row fastest on this machine.
@@ -93,7 +98,8 @@ class StaticEngine:
 
     decode_weights: "fp32" multiplies by the model's own weights (BLAS; greedy identical to generate()),
     "fp16" decodes with float16 copies through the C++ kernel (float32 accumulation; logits within
-    ~1e-2 of float32, see tests/test_engine.py) at half the bytes per token; prefill stays float32.
+    ~1e-2 of float32, see tests/test_engine.py) at half the bytes per token; prefills of up to
+    PREFILL_HALF_ROWS new rows go through the same kernel, longer ones through float32 BLAS.
     "auto": fp16 on a CPU where fusion.cpu_ops builds, else fp32.
     """
 
@@ -124,7 +130,7 @@ class StaticEngine:
         if self.ops is not None:
             for mat in self.matrices():
                 mat.packed = self.ops.pack_half(mat.weight)
-            self.layouts = {}  # float32 products are prefill only, where BLAS is compute-bound either way
+            self.layouts = {}  # float32 products serve long prefills only, where BLAS is compute-bound either way
         else:
             self.layouts = self.pick_layouts() if self.device.type == "cpu" else {}
         self.decode_weights = "fp16" if self.ops is not None else "fp32"
@@ -193,32 +199,64 @@ class StaticEngine:
         half = x.shape[-1] // 2
         return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
 
+    def _torch_decode_attention(self, slots: list[int], rows: torch.Tensor, pos: torch.Tensor):
+        """attend(layer, qkv (B, (h + 2kh) d)) -> (B, h d) for one decode step in torch ops: rotary, the
+        new keys and values written into the slots' caches, attention.attend_decode (SDPA or Triton)."""
+        b, h, kh, d = len(slots), self.heads, self.kv_heads, self.head_dim
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, d)
+        lengths = pos + 1
+        mask = attention.decode_mask(lengths)
+        # where each row's new keys go in a layer's cache seen as (slots * kh * max_len, d) rows
+        where = ((rows[:, None] * kh + torch.arange(kh, device=self.device)) * self.max_len + pos[:, None]).flatten()
+        contiguous = slots == list(range(slots[0], slots[0] + b))
+
+        def attend(i: int, qkv: torch.Tensor) -> torch.Tensor:
+            qkv = qkv.view(b, h + 2 * kh, d)
+            qk = self._rotate(qkv[:, :h + kh], cos, sin)
+            self.k_cache[i].view(-1, d).index_copy_(0, where, qk[:, h:].reshape(-1, d))
+            self.v_cache[i].view(-1, d).index_copy_(0, where, qkv[:, h + kh:].reshape(-1, d))
+            if contiguous:  # a view of the slots' caches
+                k, v = self.k_cache[i, slots[0]:slots[0] + b], self.v_cache[i, slots[0]:slots[0] + b]
+            else:
+                k, v = self.k_cache[i].index_select(0, rows), self.v_cache[i].index_select(0, rows)
+            return attention.attend_decode(qk[:, :h], k, v, lengths, mask).reshape(b, h * d)
+
+        return attend
+
+    def _products(self, half: bool = True):
+        """(rms, silu_mul, product) for (rows, width) float32 activations: the C++ ops over the float16
+        copies when loaded (and `half`), else torch over the float32 weights. product(m, x, residual=None)."""
+        ops = self.ops
+        if ops is not None and half:
+            return (lambda t, w: ops.rms_norm(t, w, self.eps), ops.silu_mul,
+                    lambda m, t, residual=None: m.half(ops, t, residual))
+        silu_mul = lambda gu: F.silu(gu[:, :gu.shape[1] // 2]) * gu[:, gu.shape[1] // 2:]  # noqa: E731
+        return self._rms, silu_mul, lambda m, t, residual=None: m(t) if residual is None else residual + m(t)
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, slot: int = 0) -> torch.Tensor:
         """(1, T, D) embeddings of the next T positions -> (1, T, D) final hidden states; the slot's cache
-        grows by T."""
+        grows by T. Up to PREFILL_HALF_ROWS rows go through the float16 weights (with the C++ ops)."""
         t = x.shape[1]
         start, end = self.lengths[slot], self.lengths[slot] + t
         if end > self.max_len:
             raise ValueError(f"the conversation ({end} tokens) is longer than the engine's cache ({self.max_len})")
+        rms, silu_mul, product = self._products(half=t <= PREFILL_HALF_ROWS)
         cos, sin = self.cos[start:end][None, None], self.sin[start:end][None, None]
         h, kh, d = self.heads, self.kv_heads, self.head_dim
+        x = x[0].contiguous()  # (T, D)
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._rms(x, layer.ln1))  # (1, T, (h + 2kh) d)
+            qkv = product(layer.qkv, rms(x, layer.ln1))  # (T, (h + 2kh) d)
             qk, v = qkv.view(1, t, h + 2 * kh, d).transpose(1, 2).split([h + kh, kh], dim=1)
             q, k = self._rotate(qk, cos, sin).split([h, kh], dim=1)  # queries and keys rotated in one go
             k_cache, v_cache = self.k_cache[i, slot:slot + 1], self.v_cache[i, slot:slot + 1]
             k_cache[:, :, start:end] = k
             v_cache[:, :, start:end] = v
             out = attention.attend(q, k_cache[:, :, :end], v_cache[:, :, :end], causal=t > 1, q_offset=start)
-            x = x + layer.o(out.transpose(1, 2).reshape(1, t, h * d))
-            gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+            x = product(layer.o, out[0].transpose(0, 1).reshape(t, h * d), x)
+            x = product(layer.down, silu_mul(product(layer.gate_up, rms(x, layer.ln2))), x)
         self.lengths[slot] = end
-        return self._rms(x, self.norm)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        return self._rms(x, self.norm)[None]
 
     def reset(self, slot: int = 0) -> None:
         self.lengths[slot] = 0  # the cache is overwritten in place; no need to clear it
@@ -232,6 +270,7 @@ class StaticEngine:
         same = (self.fed[slot, :m] == embeds[0, :m].to(self.dtype)).all(-1)
         return m if bool(same.all()) else int(same.to(torch.int8).argmin())
 
+    @torch.inference_mode()  # the caches may have been made inside inference mode (an engine built there)
     def prefill(self, embeds: torch.Tensor, slot: int = 0) -> torch.Tensor:
         """(1, L, D) prompt embeddings (a new conversation, or the next turn of one) -> (V,) logits at the
         last position. Positions whose inputs match what the slot's cache was built from are reused
@@ -242,8 +281,9 @@ class StaticEngine:
                              f"({self.max_len})")
         self.lengths[slot] = self.reusable(embeds, slot)
         self.fed[slot, self.lengths[slot]:embeds.shape[1]] = embeds[0, self.lengths[slot]:]
+        rows = embeds.shape[1] - self.lengths[slot]
         hidden = self.forward(embeds[:, self.lengths[slot]:], slot)
-        return self.logits(hidden[0, -1])
+        return self._products(half=rows <= PREFILL_HALF_ROWS)[2](self.lm_head, hidden[0, -1:].contiguous())[0]
 
     def decode(self, token: int, slot: int = 0) -> torch.Tensor:
         """One token -> (V,) logits for the next."""
@@ -263,34 +303,17 @@ class StaticEngine:
         positions = [self.lengths[s] for s in slots]
         if max(positions) >= self.max_len:
             raise ValueError(f"the conversation is longer than the engine's cache ({self.max_len})")
-        ops, b = self.ops, len(slots)
-        if ops is not None:
-            rms, silu_mul = lambda t, w: ops.rms_norm(t, w, self.eps), ops.silu_mul  # noqa: E731
-            product = lambda m, t, residual=None: m.half(ops, t, residual)  # noqa: E731
-        else:
-            rms = self._rms
-            silu_mul = lambda gu: F.silu(gu[:, :gu.shape[1] // 2]) * gu[:, gu.shape[1] // 2:]  # noqa: E731
-            product = lambda m, t, residual=None: m(t) if residual is None else residual + m(t)  # noqa: E731
-        h, kh, d = self.heads, self.kv_heads, self.head_dim
+        rms, silu_mul, product = self._products()
         pos, rows = torch.tensor(positions, device=self.device), torch.tensor(slots, device=self.device)
-        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, d)
-        lengths = pos + 1
-        mask = attention.decode_mask(lengths)
-        # where each row's new keys go in a layer's cache seen as (slots * kh * max_len, d) rows
-        where = ((rows[:, None] * kh + torch.arange(kh, device=self.device)) * self.max_len + pos[:, None]).flatten()
-        contiguous = slots == list(range(slots[0], slots[0] + b))
         self.fed[rows, pos] = x  # the inputs behind the new cache entries (prefix caching)
+        if attention.decode_backend(self.device, self.ops is not None) == "cpp":
+            cos, sin = self.cos[pos], self.sin[pos]  # rotary, cache write and attention in one C++ call
+            attend = lambda i, qkv: self.ops.attend_decode(qkv, cos, sin, self.k_cache[i], self.v_cache[i],  # noqa: E731
+                                                           rows, pos, self.heads)
+        else:
+            attend = self._torch_decode_attention(slots, rows, pos)
         for i, layer in enumerate(self.layers):
-            qkv = product(layer.qkv, rms(x, layer.ln1)).view(b, h + 2 * kh, d)
-            qk = self._rotate(qkv[:, :h + kh], cos, sin)
-            self.k_cache[i].view(-1, d).index_copy_(0, where, qk[:, h:].reshape(-1, d))
-            self.v_cache[i].view(-1, d).index_copy_(0, where, qkv[:, h + kh:].reshape(-1, d))
-            if contiguous:  # a view of the slots' caches
-                k, v = self.k_cache[i, slots[0]:slots[0] + b], self.v_cache[i, slots[0]:slots[0] + b]
-            else:
-                k, v = self.k_cache[i].index_select(0, rows), self.v_cache[i].index_select(0, rows)
-            out = attention.attend_decode(qk[:, :h], k, v, lengths, mask)  # (B, h, d)
-            x = product(layer.o, out.reshape(b, h * d), x)
+            x = product(layer.o, attend(i, product(layer.qkv, rms(x, layer.ln1))), x)
             x = product(layer.down, silu_mul(product(layer.gate_up, rms(x, layer.ln2))), x)
         for s in slots:
             self.lengths[s] += 1

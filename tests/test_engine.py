@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fusion import cpu_ops
+from fusion import engine as engine_module
 from fusion.attention import backend_for
 from fusion.engine import StaticEngine
 from fusion.generate import SamplingConfig, generate_tokens
@@ -80,7 +81,7 @@ needs_ops = pytest.mark.skipif(cpu_ops.unavailable_reason() is not None, reason=
 
 
 @needs_ops
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 8, 17])  # from 8 rows: two at a time; 17 leaves one over
 @pytest.mark.parametrize("shape", [(64, 32), (13, 24), (200, 576)])  # 13: rows padded to a block of 8
 def test_half_matrix_vector_product_matches_float_math_on_the_same_float16_weights(batch, shape):
     ops = cpu_ops.load()
@@ -111,11 +112,23 @@ def test_float16_decode_stays_within_tolerance_of_float32(tiny_decoder):
     ids = torch.randint(3, tiny_decoder.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         embeds = tiny_decoder.get_input_embeddings()(ids)
-        torch.testing.assert_close(half.prefill(embeds), exact.prefill(embeds))  # prefill is float32 in both
+        a, b = exact.prefill(embeds), half.prefill(embeds)  # a short prefill: float16 weights too
+        assert (a - b).abs().max() < 0.02 * a.abs().max() and not torch.equal(a, b)
         for token in torch.randint(3, tiny_decoder.config.vocab_size, (20,), generator=torch.Generator().manual_seed(3)):
             a, b = exact.decode(int(token)), half.decode(int(token))  # the same tokens fed to both
             assert (a - b).abs().max() < 0.02 * a.abs().max()
     assert half.length == exact.length == 26
+
+
+@needs_ops
+def test_a_long_prefill_uses_the_float32_weights(tiny_decoder, monkeypatch):
+    monkeypatch.setattr(engine_module, "PREFILL_HALF_ROWS", 4)
+    exact = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp32")
+    half = StaticEngine(tiny_decoder, max_len=64, decode_weights="fp16")
+    ids = torch.randint(3, tiny_decoder.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        embeds = tiny_decoder.get_input_embeddings()(ids)
+        torch.testing.assert_close(half.prefill(embeds), exact.prefill(embeds))
 
 
 @pytest.mark.parametrize("weights", ["fp32", pytest.param("fp16", marks=needs_ops)])
@@ -146,6 +159,29 @@ def test_batched_decode_gives_each_conversation_its_own_tokens(tiny_decoder, wei
     assert together.lengths == [11 + 12, 6 + 12, 3 + 12]  # slot order[c] holds conversation c
     with pytest.raises(ValueError, match="distinct"):
         together.decode_batch([1, 2], [0, 0])
+
+
+@needs_ops
+def test_fused_cpp_decode_attention_matches_the_torch_path(tiny_decoder, monkeypatch):
+    """The C++ decode step (rotary, cache write, attention in one call) against rotary + index_copy +
+    SDPA, on ragged conversations in slots out of order: same logits, same caches."""
+    from fusion import attention
+
+    g, vocab = torch.Generator().manual_seed(5), tiny_decoder.config.vocab_size
+    prompts = [tiny_decoder.get_input_embeddings()(torch.randint(3, vocab, (1, n), generator=g)) for n in (7, 2, 13)]
+    tokens = torch.randint(3, vocab, (6, 3), generator=g).tolist()
+    runs = {}
+    for backend in ("sdpa", "cpp"):
+        monkeypatch.setattr(attention, "_choice", backend)
+        eng = StaticEngine(tiny_decoder, max_len=40, decode_weights="fp16", slots=4)
+        assert attention.decode_backend(eng.device, eng.ops is not None) == backend
+        with torch.inference_mode():
+            for p, slot in zip(prompts, (3, 0, 1)):
+                eng.prefill(p, slot=slot)
+            logits = [eng.decode_batch(step, [3, 0, 1]) for step in tokens]
+        runs[backend] = torch.stack(logits), eng.k_cache.clone(), eng.v_cache.clone()
+    for want, got in zip(runs["sdpa"], runs["cpp"]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.weights
