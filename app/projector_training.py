@@ -33,13 +33,16 @@ def evaluation_sentences() -> set[str]:
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
           rebuild_data: bool, install: bool) -> dict:
     from fusion.assistant import Assistant
+    from fusion.model import OmniConfig
     from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
     from fusion.vision_data import build_vision_dataset
     from fusion.weights import cache_dir
 
     work = work or cache_dir() / "train" / modality
     # "r2": the data recipe (templates + fortune sentences + human recordings); a new recipe, a new folder
-    data, run = work / f"data-r2-seed{seed}-v{variants}", work / f"run-r2-seed{seed}-s{steps}-b{batch_size}"
+    hidden = OmniConfig().projector_hidden if modality == "audio" else OmniConfig().vision_hidden
+    data = work / f"data-r2-seed{seed}-v{variants}"
+    run = work / f"run-r2-seed{seed}-s{steps}-b{batch_size}-h{hidden}"
     t0 = time.perf_counter()
     assistant = Assistant.load_default(projectors=None, untrained=True)
     if rebuild_data and data.exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ class OmniConfig:
     # "learned": always the learned projector on the patch features
     vision_readout: str = "labels"
     label_phrase: str = " a photo of a {}"
-    projector_hidden: int = 2048
+    projector_hidden: int = 1024  # the audio projector's H (a trained file brings its own)
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
     audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
@@ -147,6 +147,8 @@ class OmniModel(nn.Module):
         loaded = []
         for prefix, module in (("audio.", self.audio_projector), ("vision.", self.vision_projector)):
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if prefix == "audio." and "linear_1.weight" in part:
+                module = self._audio_projector_like(part["linear_1.weight"])
             if part:  # a file may hold one trained projector; the other keeps its initialisation
                 module.load_state_dict(part, strict=True)
                 loaded.append(prefix[:-1])
@@ -154,6 +156,16 @@ class OmniModel(nn.Module):
             raise ValueError(f"{path} holds no audio.* or vision.* projector weights")
         self.trained = set(loaded)
         self._media_cache.clear()
+
+    def _audio_projector_like(self, linear_1: torch.Tensor) -> AudioProjector:
+        """The audio projector, rebuilt at the hidden width of a trained one (a file from a run with
+        another `projector_hidden`) when the configured width differs."""
+        c = self.audio_projector.config
+        if linear_1.shape[0] != c.hidden:
+            log.info("audio projector: hidden width %d from the weights (configured %d)", linear_1.shape[0], c.hidden)
+            p = next(self.audio_projector.parameters())
+            self.audio_projector = AudioProjector(replace(c, hidden=linear_1.shape[0])).to(p.device, p.dtype)
+        return self.audio_projector
 
     # -- media -> projected tokens ---------------------------------------------------------
     def image_tokens(self, image: Image) -> torch.Tensor:
