@@ -162,18 +162,19 @@ def test_batched_decode_gives_each_conversation_its_own_tokens(tiny_decoder, wei
 
 
 @needs_ops
-def test_fused_cpp_decode_attention_matches_the_torch_path(tiny_decoder, monkeypatch):
+@pytest.mark.parametrize("lengths", [(7, 2, 13), (700, 3, 1300)])  # long: the cache read in splits, some empty
+def test_fused_cpp_decode_attention_matches_the_torch_path(tiny_decoder, monkeypatch, lengths):
     """The C++ decode step (rotary, cache write, attention in one call) against rotary + index_copy +
     SDPA, on ragged conversations in slots out of order: same logits, same caches."""
     from fusion import attention
 
     g, vocab = torch.Generator().manual_seed(5), tiny_decoder.config.vocab_size
-    prompts = [tiny_decoder.get_input_embeddings()(torch.randint(3, vocab, (1, n), generator=g)) for n in (7, 2, 13)]
+    prompts = [tiny_decoder.get_input_embeddings()(torch.randint(3, vocab, (1, n), generator=g)) for n in lengths]
     tokens = torch.randint(3, vocab, (6, 3), generator=g).tolist()
     runs = {}
     for backend in ("sdpa", "cpp"):
         monkeypatch.setattr(attention, "_choice", backend)
-        eng = StaticEngine(tiny_decoder, max_len=40, decode_weights="fp16", slots=4)
+        eng = StaticEngine(tiny_decoder, max_len=max(lengths) + 8, decode_weights="fp16", slots=4)
         assert attention.decode_backend(eng.device, eng.ops is not None) == backend
         with torch.inference_mode():
             for p, slot in zip(prompts, (3, 0, 1)):

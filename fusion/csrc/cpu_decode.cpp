@@ -16,6 +16,8 @@
 namespace {
 
 constexpr int64_t kRows = 8;       // output rows per block (8 accumulators in registers)
+constexpr int64_t kMaxSplits = 8;   // decode attention: at most this many splits of a long cache
+constexpr int64_t kSplitMin = 256;  // and at least this many entries in each
 constexpr int64_t kPrefetch = 512; // weights ahead of the current read (1 KiB), measured best of 0/256/512/1024
 #ifndef POCKET_PAIRS_FROM
 #define POCKET_PAIRS_FROM 8
@@ -199,34 +201,72 @@ torch::Tensor attend_decode(const torch::Tensor& qkv, const torch::Tensor& cos, 
       std::copy(row + (heads + kv_heads + g) * d, row + (heads + kv_heads + g + 1) * d, vc + at);
     }
   }
-  auto out = torch::empty({batch, heads * d}, qkv.options());
-  float* op = out.data_ptr<float>();
+  // Work items: (conversation, kv head, split of the cache). The query heads sharing a kv head read
+  // its keys and values once; long caches are cut into splits that run in parallel, each keeping its
+  // running max and sum, merged afterwards (flash-decoding on the CPU).
+  const int64_t longest = *std::max_element(pos, pos + batch) + 1;
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, longest / kSplitMin));
+  auto part = torch::zeros({batch, kv_heads, splits, group, d + 2}, qkv.options());  // out, max, sum
+  float* pp = part.data_ptr<float>();
   const float scale = 1.0f / std::sqrt(float(d));
-  at::parallel_for(0, batch * heads, 1, [&](int64_t first, int64_t last) {
-    std::vector<float> score(max_len);
-    for (int64_t bh = first; bh < last; ++bh) {
-      const int64_t b = bh / heads, h = bh % heads, n = pos[b] + 1;
-      const float* qv = qp + bh * d;
-      const int64_t base = (slot[b] * kv_heads + h / group) * max_len * d;
-      float top = -INFINITY;
-      for (int64_t t = 0; t < n; ++t) {
-        const float* kt = kc + base + t * d;
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < d; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qv + j), _mm256_loadu_ps(kt + j), acc);
-        score[t] = hsum(acc) * scale;
-        top = std::max(top, score[t]);
+  at::parallel_for(0, batch * kv_heads * splits, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> score(group * ((max_len + splits - 1) / splits + 1));
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t b = item / (kv_heads * splits), g = item / splits % kv_heads, sp = item % splits;
+      const int64_t n = pos[b] + 1, size = (n + splits - 1) / splits;
+      const int64_t t0 = std::min(n, sp * size), t1 = std::min(n, t0 + size), m = t1 - t0;
+      if (m == 0) continue;  // part stays zero with sum 0: no weight in the merge
+      const int64_t base = (slot[b] * kv_heads + g) * max_len * d;
+      for (int64_t t = 0; t < m; ++t) {
+        const float* kt = kc + base + (t0 + t) * d;
+        for (int64_t q = 0; q < group; ++q) {
+          const float* qv = qp + (b * heads + g * group + q) * d;
+          __m256 acc = _mm256_setzero_ps();
+          for (int64_t j = 0; j < d; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qv + j), _mm256_loadu_ps(kt + j), acc);
+          score[q * m + t] = hsum(acc) * scale;
+        }
       }
-      float total = 0;
-      for (int64_t t = 0; t < n; ++t) total += (score[t] = std::exp(score[t] - top));
-      float* o = op + b * heads * d + h * d;
-      for (int64_t j = 0; j < d; j += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t t = 0; t < n; ++t)
-          acc = _mm256_fmadd_ps(_mm256_set1_ps(score[t]), _mm256_loadu_ps(vc + base + t * d + j), acc);
-        _mm256_storeu_ps(o + j, _mm256_mul_ps(acc, _mm256_set1_ps(1.0f / total)));
+      float* item_out = pp + item * group * (d + 2);
+      for (int64_t q = 0; q < group; ++q) {
+        float* sq = score.data() + q * m;
+        const float top = *std::max_element(sq, sq + m);
+        float total = 0;
+        for (int64_t t = 0; t < m; ++t) total += (sq[t] = std::exp(sq[t] - top));
+        item_out[q * (d + 2) + d] = top;
+        item_out[q * (d + 2) + d + 1] = total;
+      }
+      for (int64_t t = 0; t < m; ++t) {  // each value row read once for the group's heads
+        const float* vt = vc + base + (t0 + t) * d;
+        for (int64_t q = 0; q < group; ++q) {
+          const __m256 p = _mm256_set1_ps(score[q * m + t]);
+          float* o = item_out + q * (d + 2);
+          for (int64_t j = 0; j < d; j += 8)
+            _mm256_storeu_ps(o + j, _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + j), _mm256_loadu_ps(o + j)));
+        }
       }
     }
   });
+  auto out = torch::empty({batch, heads * d}, qkv.options());
+  float* op = out.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t g = h / group, q = h % group;
+      const float* parts = pp + ((b * kv_heads + g) * splits * group + q) * (d + 2);
+      float top = -INFINITY;
+      for (int64_t sp = 0; sp < splits; ++sp)
+        if (parts[sp * group * (d + 2) + d + 1] > 0) top = std::max(top, parts[sp * group * (d + 2) + d]);
+      float* o = op + (b * heads + h) * d;
+      std::fill(o, o + d, 0.0f);
+      float total = 0;
+      for (int64_t sp = 0; sp < splits; ++sp) {
+        const float* ps_ = parts + sp * group * (d + 2);
+        if (ps_[d + 1] == 0) continue;
+        const float w = std::exp(ps_[d] - top);
+        total += w * ps_[d + 1];
+        for (int64_t j = 0; j < d; ++j) o[j] += w * ps_[j];
+      }
+      for (int64_t j = 0; j < d; ++j) o[j] /= total;
+    }
   return out;
 }
 
