@@ -42,7 +42,7 @@ class OmniConfig:
     # "learned": always the learned projector on the patch features
     vision_readout: str = "labels"
     label_phrase: str = " a photo of a {}"
-    projector_hidden: int = 1024  # the audio projector's H (a trained file brings its own)
+    projector_hidden: int = 768  # the audio projector's H (a trained file brings its own)
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
     audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
