@@ -334,8 +334,45 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
             out[f"ttft_{kind}_system_prompt_cached_s"] = round(best, 3)
         model.config = dataclasses.replace(model.config, decode_engine="static")
     out.update(_concurrent_chats(assistant, SamplingConfig))
+    out.update(_weight_formats(engine))
     out.update(_compiled_vision_tower(model.vision_tower, load_photo("skimage:chelsea")))
     out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _weight_formats(engine) -> dict:
+    """One decode token's matrix products (every layer's, one row) in each weight format at hand: float32
+    BLAS, float16 through our C++ kernel (the default), bfloat16 and int8 weight-only (per-row scales,
+    `aten._weight_int8pack_mm`, gpt-fast's CPU path) through torch. ms per token, best of 5."""
+    import torch
+    import torch.nn.functional as F
+
+    mats = [m for layer in engine.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    weights = [m.weight if m.weight is not None else m.transposed.t().contiguous() for m in mats]
+    rows = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    runs = {"fp32_blas": lambda: [F.linear(rows[w.shape[1]], w) for w in weights]}
+    if engine.ops is not None:
+        runs["fp16_cpp"] = lambda: [m.half(engine.ops, rows[m.shape[1]]) for m in mats]
+    bf16 = [w.bfloat16() for w in weights]
+    rows_bf16 = {k: v.bfloat16() for k, v in rows.items()}
+    runs["bf16_torch"] = lambda: [F.linear(rows_bf16[w.shape[1]], w) for w in bf16]
+    scales = [w.abs().amax(1) / 127 for w in weights]
+    int8 = [(torch.round(w / s[:, None]).to(torch.int8), s) for w, s in zip(weights, scales)]
+    runs["int8_torch"] = lambda: [torch.ops.aten._weight_int8pack_mm(rows[q.shape[1]], q, s) for q, s in int8]
+    out = {}
+    with torch.inference_mode():
+        for name, f in runs.items():
+            try:
+                f()
+            except RuntimeError as err:  # an op this torch build lacks
+                out[f"products_per_token_ms_{name}"] = f"n/a ({str(err).splitlines()[0][:60]})"
+                continue
+            best = float("inf")
+            for _ in range(5):
+                t = time.perf_counter()
+                f()
+                best = min(best, time.perf_counter() - t)
+            out[f"products_per_token_ms_{name}"] = round(1000 * best, 1)
     return out
 
 
