@@ -19,11 +19,8 @@ constexpr int64_t kRows = 8;       // output rows per block (8 accumulators in r
 constexpr int64_t kMaxSplits = 8;   // decode attention: at most this many splits of a long cache
 constexpr int64_t kSplitMin = 256;  // and at least this many entries in each
 constexpr int64_t kPrefetch = 512; // weights ahead of the current read (1 KiB), measured best of 0/256/512/1024
-#ifndef POCKET_PAIRS_FROM
-#define POCKET_PAIRS_FROM 8
-#endif
-constexpr int64_t kPairsFrom = POCKET_PAIRS_FROM;  // rows from which they go two at a time (gemm2_blocks):
-                                                   // 5-10% faster from 16 rows, no gain for decode batches
+constexpr int64_t kPairsFrom = 8;  // rows from which they go two at a time (gemm2_blocks): 5-10% faster
+                                   // from 16 rows, no gain for decode batches of 2-4
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
