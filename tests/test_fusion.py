@@ -192,3 +192,23 @@ def test_label_readout_is_the_decoder_embedding_of_the_top_class_phrase(tiny_omn
                 tiny_omni.vision_tower.grid)
     finally:
         tiny_omni.config = saved
+
+
+def test_a_projector_file_of_another_width_loads_at_its_own_width(tiny_omni, tmp_path):
+    """A trained audio projector whose hidden width differs from the config's (an older or larger
+    run) is rebuilt at the file's width, not refused; the loaded model uses those weights."""
+    from safetensors.torch import save_file
+
+    c = tiny_omni.audio_projector.config
+    torch.manual_seed(1)
+    other = AudioProjector(AudioProjectorConfig(c.in_dim, c.out_dim, c.stack, hidden=c.hidden * 2))
+    save_file({f"audio.{k}": v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "p.safetensors"))
+    configured = tiny_omni.audio_projector
+    try:
+        tiny_omni.load_projectors(tmp_path / "p.safetensors")
+        assert tiny_omni.audio_projector.config.hidden == c.hidden * 2 and "audio" in tiny_omni.trained
+        frames = torch.randn(3 * c.stack, c.in_dim)
+        with torch.no_grad():
+            torch.testing.assert_close(tiny_omni.audio_projector(frames), other(frames))
+    finally:  # the fixture is shared
+        tiny_omni.audio_projector, tiny_omni.trained = configured, set()
