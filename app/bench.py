@@ -30,6 +30,18 @@ def _frames(n: int) -> list[np.ndarray]:
     return [video[i % len(video)] for i in range(n)]
 
 
+def _timed(f, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` calls of f, after `warmup` untimed ones (CPU wall clock)."""
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def bench_hands(frames: int = 120, threads: int | None = None, variant: str = "lite") -> dict:
     import torch
 
@@ -44,14 +56,7 @@ def bench_hands(frames: int = 120, threads: int | None = None, variant: str = "l
 
     def per_call(net, size):
         x = torch.rand(1, size, size, 3)
-        for _ in range(3):
-            net(x)
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1000
+        return statistics.median(_timed(lambda: net(x), 20, warmup=3)) * 1000
 
     out["palm_ms"] = round(per_call(tracker.palm_net, PALM_SIZE), 1)
     out["landmark_ms"] = round(per_call(tracker.landmark_net, LANDMARK_SIZE), 1)
@@ -225,18 +230,12 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     out = {"threads": torch.get_num_threads(), "dtype": str(engine.dtype).replace("torch.", ""),
            "decode_weights": engine.decode_weights,
            "attention_backend": backend_for(dec.device),
-           "decode_attention_backend": decode_backend(dec.device, engine.ops is not None), "engine_build_s": round(time.perf_counter() - start, 2),
-           "engine_layouts": engine.layouts}
+           "decode_attention_backend": decode_backend(dec.device, engine.ops is not None),
+           "engine_build_s": round(time.perf_counter() - start, 2), "engine_layouts": engine.layouts}
     # the machine's read bandwidth: summing a buffer far larger than the caches, the best of 9 passes
     # (on a shared host a mean would count other tenants' bursts against the limit)
     buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
-    buf.sum()
-    best = float("inf")
-    for _ in range(9):
-        t = time.perf_counter()
-        buf.sum()
-        best = min(best, time.perf_counter() - t)
-    bandwidth = buf.numel() * 4 / best
+    bandwidth = buf.numel() * 4 / min(_timed(buf.sum, 9))
     del buf
     ids = torch.randint(100, 40000, (1, 24), generator=torch.Generator().manual_seed(0))
     per_token = engine.weight_bytes() + engine.cache_bytes(ids.shape[1] + new_tokens // 2)
@@ -363,16 +362,9 @@ def _weight_formats(engine) -> dict:
     with torch.inference_mode():
         for name, f in runs.items():
             try:
-                f()
+                out[f"products_per_token_ms_{name}"] = round(1000 * min(_timed(f, 5)), 1)
             except RuntimeError as err:  # an op this torch build lacks
                 out[f"products_per_token_ms_{name}"] = f"n/a ({str(err).splitlines()[0][:60]})"
-                continue
-            best = float("inf")
-            for _ in range(5):
-                t = time.perf_counter()
-                f()
-                best = min(best, time.perf_counter() - t)
-            out[f"products_per_token_ms_{name}"] = round(1000 * best, 1)
     return out
 
 
@@ -388,26 +380,17 @@ def _compiled_vision_tower(tower, photo) -> dict:
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
 
-    def best_ms(f, n=10):
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return round(1000 * min(times), 1)
-
     x = tower.pixels([photo])
     out = {}
     with torch.inference_mode():
-        out["vision_tower_eager_ms"] = best_ms(lambda: tower.model(x))
+        out["vision_tower_eager_ms"] = round(1000 * min(_timed(lambda: tower.model(x), 10)), 1)
         for name in ("vision_compile_s_cache_as_found", "vision_compile_s_cache_warm"):
             torch._dynamo.reset()
             compiled = torch.compile(tower.model, dynamic=False)
             t = time.perf_counter()
             compiled(x)
             out[name] = round(time.perf_counter() - t, 1)
-        out["vision_tower_compiled_ms"] = best_ms(lambda: compiled(x))
+        out["vision_tower_compiled_ms"] = round(1000 * min(_timed(lambda: compiled(x), 10)), 1)
         out["vision_compiled_max_abs_diff"] = float((compiled(x) - tower.model(x)).abs().max())
     torch._dynamo.reset()
     return out
@@ -480,12 +463,7 @@ def bench_kernels(device: str | None = None, small: bool = False, repeats: int =
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / 1000)
             return statistics.median(times)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return statistics.median(_timed(fn, repeats, warmup=0))  # warmed up above
 
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else device, "dtype": "float16",
            "heads": f"{heads} query / {kv_heads} kv, head dim {d}"}
