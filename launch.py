@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
     from app.projector_training import train
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
-          work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install)
+          work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install,
+          objective=args.objective or ("ctc" if args.modality == "audio" else "distill"), lr=args.lr)
     return 0
 
 
@@ -202,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--variants", type=int, default=8, help="spoken versions of each training sentence")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--work", default=None, help="data and checkpoints (default $POCKET_OMNI_CACHE/train)")
+    tr.add_argument("--objective", choices=["ctc", "distill"], default=None,
+                    help="ctc: transcripts by CTC over the decoder's embedding table (audio; the default for audio); "
+                         "distill: the decoder's own answers through the frozen decoder (Ultravox; vision's only)")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3 for ctc, 1e-3 for distill)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")

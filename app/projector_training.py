@@ -19,6 +19,7 @@ from pathlib import Path
 from app.metrics import normalize_text, word_errors
 from fusion.generate import SamplingConfig
 from fusion.prompt import Audio
+from fusion.training import REPEAT
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "projectors"
 HUMAN = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards")]
@@ -31,7 +32,7 @@ def evaluation_sentences() -> set[str]:
 
 
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
-          rebuild_data: bool, install: bool) -> dict:
+          rebuild_data: bool, install: bool, objective: str = "distill", lr: float | None = None) -> dict:
     from fusion.assistant import Assistant
     from fusion.model import OmniConfig
     from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
@@ -42,7 +43,9 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     # "r2": the data recipe (templates + fortune sentences + human recordings); a new recipe, a new folder
     hidden = OmniConfig().projector_hidden if modality == "audio" else OmniConfig().vision_hidden
     data = work / f"data-r2-seed{seed}-v{variants}"
-    run = work / f"run-r2-seed{seed}-s{steps}-b{batch_size}-h{hidden}"
+    run = work / f"run-r2-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
+    if lr:
+        run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
     assistant = Assistant.load_default(projectors=None, untrained=True)
     if rebuild_data and data.exists():
@@ -53,13 +56,16 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         else:
             build_vision_dataset(assistant.model, data, seed=seed)
     data_s = time.perf_counter() - t0
-    weights = train_projector(assistant.model, data, run, TrainConfig(modality, steps, batch_size, seed=seed))
+    config = TrainConfig(modality, steps, batch_size, seed=seed, objective=objective,
+                         lr=lr or (2e-3 if objective == "ctc" else TrainConfig.lr))
+    weights = train_projector(assistant.model, data, run, config)
     train_s = time.perf_counter() - t0 - data_s
-    plot_curve(run / "train_log.jsonl", run / f"{modality}_curve.png", f"{modality} projector, seed {seed}")
+    plot_curve(run / "train_log.jsonl", run / f"{modality}_curve.png", f"{modality} projector ({objective}), seed {seed}",
+               "CTC loss per target token" if objective == "ctc" else "cross-entropy on target tokens")
     assistant.model.load_projectors(weights)
     measure = heldout_metrics if modality == "audio" else heldout_photo_metrics
-    metrics = {"data_s": round(data_s), "train_s": round(train_s), "steps": steps, "batch_size": batch_size,
-               "seed": seed, **measure(assistant, data)}
+    metrics = {"data_s": round(data_s), "train_s": round(train_s), "objective": objective, "steps": steps,
+               "batch_size": batch_size, "seed": seed, **measure(assistant, data)}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if install:
@@ -78,7 +84,9 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
     state = {k: v for k, v in state.items() if not k.startswith(modality + ".")}
     state.update(load_file(str(weights)))
     # float16 on disk halves the file; load_state_dict casts back to the model's dtype
-    save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(target), metadata={"format": "pt"})
+    # (token ids, like the CTC readout's vocabulary, stay integers)
+    save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()},
+              str(target), metadata={"format": "pt"})
     shutil.copy(curve, ASSETS / f"{modality}_curve.png")
     shutil.copy(metrics, ASSETS / f"{modality}_metrics.json")
     print(f"installed {modality} projector in {target}")
@@ -86,6 +94,7 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
 
 def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     from encoders.audio import load_audio
+    from encoders.errors import InputError
     from fusion.assistant import Timings
 
     meta = [m for m in json.loads((data / "meta.json").read_text()) if m["split"] == "heldout"]
@@ -93,7 +102,10 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     sampling = SamplingConfig(max_new_tokens=max_tokens)
 
     def answer(content, mode):
-        return "".join(assistant.chat([{"role": "user", "content": content}], mode, sampling))
+        try:
+            return "".join(assistant.chat([{"role": "user", "content": content}], mode, sampling))
+        except InputError:  # e.g. the cascade's transcript is empty: nothing said counts as every word missed
+            return ""
 
     def has(text, key):
         return f" {normalize_text(key)} " in f" {normalize_text(text)} "
@@ -108,7 +120,9 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         qa["cases"] += 1
         qa["e2e"] += has(answer([Audio(wave)], "e2e"), m["answer_key"])
         qa["cascade"] += has(answer([Audio(wave)], "cascade"), m["answer_key"])
-    repeat = {"espeak": [0, 0, 0], "human": [0, 0, 0]}  # errors e2e, errors whisper, words
+    # errors per path, and words: e2e (the decoder's answer), heard (the CTC readout's words, what the
+    # decoder is given), cascade (the decoder's answer to Whisper's transcript), whisper (the transcript)
+    repeat = {kind: dict.fromkeys(("e2e", "heard", "cascade", "whisper", "words"), 0) for kind in ("espeak", "human")}
     espeak = [m for m in meta if m["kind"] != "fortune"][:20] + [m for m in meta if m["kind"] == "fortune"][:20]
     clips = [("espeak", data / "heldout" / f"{m['key']}.wav", m["text"]) for m in espeak]
     for folder in HUMAN:
@@ -118,10 +132,13 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
             clips.append(("human", folder / f"{utt.strip(') ')}.wav", text))
     for kind, path, text in clips:
         wave = load_audio(path)
-        e_e2e, n = word_errors(text, answer([Audio(wave), "Repeat exactly what was said."], "e2e"))
-        e_asr, _ = word_errors(text, assistant.transcribe(wave))
+        heard = assistant.model.audio_words(Audio(wave))
+        said = {"e2e": answer([Audio(wave), REPEAT], "e2e"), "cascade": answer([Audio(wave), REPEAT], "cascade"),
+                "whisper": assistant.transcribe(wave), "heard": heard if heard is not None else ""}
         r = repeat[kind]
-        r[0], r[1], r[2] = r[0] + e_e2e, r[1] + e_asr, r[2] + n
+        for path_name, out in said.items():
+            r[path_name] += word_errors(text, out)[0]
+        r["words"] += len(normalize_text(text).split())
     ttft = {"e2e": [], "cascade": []}
     five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5 and m["kind"] != "fortune"][:5] or meta[:5]
     for m in five:
@@ -133,13 +150,12 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
                 pass
             ttft[mode].append(t.first_token_s or t.total_s)
     n_qa = max(qa["cases"], 1)
+    has_readout = assistant.model.audio_readout is not None
     return {
         "spoken_qa_cases": qa["cases"],
         "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
-        "repeat_wer_espeak_e2e": repeat["espeak"][0] / max(repeat["espeak"][2], 1),
-        "repeat_wer_espeak_whisper": repeat["espeak"][1] / max(repeat["espeak"][2], 1),
-        "repeat_wer_human_e2e": repeat["human"][0] / max(repeat["human"][2], 1),
-        "repeat_wer_human_whisper": repeat["human"][1] / max(repeat["human"][2], 1),
+        **{f"repeat_wer_{kind}_{path_name}": r[path_name] / max(r["words"], 1) for kind, r in repeat.items()
+           for path_name in ("e2e", "heard", "cascade", "whisper") if path_name != "heard" or has_readout},
         "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
         "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
     }

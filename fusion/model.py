@@ -20,8 +20,8 @@ from torch import nn
 
 from encoders.audio import AudioTower
 from encoders.vision import VisionTower, short_name
-from fusion.projectors import (AudioProjector, AudioProjectorConfig, LabelTokenProjector, VisionProjector,
-                               VisionProjectorConfig)
+from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector,
+                               VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
 DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
 MEDIA_CACHE_SIZE = 32
+NOTHING_HEARD = " (no words heard)"  # what the decoder reads when the CTC readout reads no word in a clip
 
 
 @dataclass
@@ -89,6 +90,8 @@ class OmniModel(nn.Module):
         with torch.no_grad():
             rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
             self.audio_projector.ln_post.weight.fill_(float(rms))
+        # a CTC readout after the audio projector (CTCReadout), present when trained weights bring one
+        self.audio_readout: CTCReadout | None = None
         self.trained: set[str] = set()  # which projectors carry trained weights
         self._lazy: dict[str, object] = {}  # built lazily (label readout, decode engine); not submodules
         # Projected tokens of media already seen, by object: a multi-turn conversation carries the
@@ -148,8 +151,12 @@ class OmniModel(nn.Module):
         for prefix, module in (("audio.", self.audio_projector), ("vision.", self.vision_projector)):
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if prefix == "audio." and "linear_1.weight" in part:
-                module = self._audio_projector_like(part["linear_1.weight"])
+                module = self._audio_projector_like(part)
+                self.audio_readout = self.new_audio_readout(part["readout.vocab"]) if "readout.vocab" in part else None
             if part:  # a file may hold one trained projector; the other keeps its initialisation
+                if prefix == "audio." and self.audio_readout is not None:
+                    self.audio_readout.load_state_dict({k[8:]: v for k, v in part.items() if k.startswith("readout.")})
+                part = {k: v for k, v in part.items() if not k.startswith("readout.")}
                 module.load_state_dict(part, strict=True)
                 loaded.append(prefix[:-1])
         if not loaded:
@@ -157,14 +164,22 @@ class OmniModel(nn.Module):
         self.trained = set(loaded)
         self._media_cache.clear()
 
-    def _audio_projector_like(self, linear_1: torch.Tensor) -> AudioProjector:
-        """The audio projector, rebuilt at the hidden width of a trained one (a file from a run with
-        another `projector_hidden`) when the configured width differs."""
+    def new_audio_readout(self, vocab: torch.Tensor) -> CTCReadout:
+        """Attach an untrained CTC readout over these decoder token ids (training starts here; loading
+        a file that has one fills it in)."""
+        p = next(self.audio_projector.parameters())
+        self.audio_readout = CTCReadout(vocab, self.decoder.get_input_embeddings()).to(p.device, p.dtype)
+        return self.audio_readout
+
+    def _audio_projector_like(self, state: dict[str, torch.Tensor]) -> AudioProjector:
+        """The audio projector, rebuilt at the hidden width of a trained one's weights (a file from a run
+        with another `projector_hidden`) when the configured width differs."""
         c = self.audio_projector.config
-        if linear_1.shape[0] != c.hidden:
-            log.info("audio projector: hidden width %d from the weights (configured %d)", linear_1.shape[0], c.hidden)
+        hidden = state["linear_1.weight"].shape[0]
+        if hidden != c.hidden:
+            log.info("audio projector: hidden width %d from the weights (configured %d)", hidden, c.hidden)
             p = next(self.audio_projector.parameters())
-            self.audio_projector = AudioProjector(replace(c, hidden=linear_1.shape[0])).to(p.device, p.dtype)
+            self.audio_projector = AudioProjector(replace(c, hidden=hidden)).to(p.device, p.dtype)
         return self.audio_projector
 
     # -- media -> projected tokens ---------------------------------------------------------
@@ -188,7 +203,24 @@ class OmniModel(nn.Module):
         return self._lazy["labels"]
 
     def audio_tokens(self, audio: Audio) -> torch.Tensor:
-        """One clip -> (n, D): each 30 s window projected on its own, then joined in time order."""
+        """One clip -> (n, D): the projected windows; with a CTC readout, the decoder's embeddings of the
+        words read from them."""
+        tokens = self._projected_audio(audio)
+        if self.audio_readout is None:
+            return tokens
+        ids = self.audio_readout.token_ids(tokens) or self.tokenizer.encode(NOTHING_HEARD, add_special_tokens=False)
+        return self.decoder.get_input_embeddings()(torch.tensor(ids, device=tokens.device))
+
+    @torch.inference_mode()
+    def audio_words(self, audio: Audio) -> str | None:
+        """What the CTC readout reads in a clip, as text (None without a readout): the words the decoder
+        is given on the end-to-end path."""
+        if self.audio_readout is None:
+            return None
+        return self.tokenizer.decode(self.audio_readout.token_ids(self._projected_audio(audio)))
+
+    def _projected_audio(self, audio: Audio) -> torch.Tensor:
+        """(n, D): each 30 s window projected on its own, joined in time order."""
         windows = self.audio_tower.encode(audio.wave, self.config.audio_pad_to_window)
         return torch.cat([self.audio_projector(w) for w in windows])
 

@@ -134,3 +134,37 @@ class LabelTokenProjector(nn.Module):
         table = self._embeddings[0].weight
         ids = torch.tensor(self.phrases[int(logits.argmax())], device=table.device)
         return table[ids]
+
+
+class CTCReadout(nn.Module):
+    """Reads the audio projector's tokens out as the decoder's own words (CTC over its embedding table).
+
+    Each projected token is scored against the decoder's input embeddings of a fixed vocabulary (cosine
+    times a learned scale) and against a learned blank. Trained with CTC on transcripts, greedy decoding
+    (repeats merged, blanks dropped) gives token ids, and the decoder reads exactly its own embedding rows
+    of them: a few tokens per word instead of 6.25 continuous tokens per second that it has never seen.
+    The vocabulary is the set of token ids the training transcripts use (a buffer, saved with the weights);
+    the embedding table is borrowed from the decoder, not saved."""
+
+    def __init__(self, vocab: torch.Tensor, embeddings: nn.Embedding):
+        super().__init__()
+        self.register_buffer("vocab", vocab.to(torch.int64))  # V token ids; class c > 0 is vocab[c - 1]
+        self.blank = nn.Parameter(torch.zeros(embeddings.embedding_dim))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
+        self._embeddings = [embeddings]  # borrowed (see LabelTokenProjector)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, D) projected tokens -> (n, 1 + V) class logits, class 0 the blank."""
+        table = torch.cat([self.blank[None], self._embeddings[0].weight[self.vocab]])
+        return self.log_scale.exp() * F.normalize(x, dim=-1) @ F.normalize(table, dim=-1).T
+
+    def token_ids(self, x: torch.Tensor) -> list[int]:
+        """Greedy CTC: (n, D) -> the decoder token ids read (possibly none)."""
+        best = self.logits(x).argmax(-1)
+        keep = (best != 0) & torch.cat([best.new_ones(1, dtype=torch.bool), best[1:] != best[:-1]])
+        return self.vocab[best[keep] - 1].tolist()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, D) -> (m, D): the decoder's embeddings of the m tokens read."""
+        table = self._embeddings[0].weight
+        return table[torch.tensor(self.token_ids(x), dtype=torch.long, device=table.device)]

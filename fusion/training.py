@@ -5,6 +5,10 @@ to the same prompt as text; a second task asks it to repeat what was said (targe
 The towers' features are computed once and cached; each step runs the decoder forward and
 backward through the spliced prompt, the loss on the target tokens only.
 
+The CTC objective trains the audio projector with a CTCReadout instead: the transcript by CTC over the
+decoder's own embedding table, no decoder pass; at inference the decoder reads the embeddings of the
+tokens read (see fusion/projectors.py).
+
 Shape letters: B batch, L sequence, D decoder width.
 """
 
@@ -40,6 +44,9 @@ class TrainConfig:
     repeat_fraction: float = 0.4  # share of samples that train "repeat what was said"
     seed: int = 0
     checkpoint_every: int = 50
+    # "distill": the decoder's own answer / the transcript through the frozen decoder (Ultravox);
+    # "ctc": the transcript by CTC over the decoder's embedding table (audio only; see CTCReadout)
+    objective: Literal["distill", "ctc"] = "distill"
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -164,43 +171,41 @@ def audio_sampler(model: OmniModel, data_dir: Path, config: TrainConfig) -> Samp
     return draw
 
 
-def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: TrainConfig, log=print,
-                    stop_after: int | None = None) -> Path | None:
-    """Train one projector on a built dataset; resumable from out_dir/checkpoint.pt.
-    `stop_after` ends this run early (as an interruption would) after that many steps; None returned."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
+def ctc_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Callable[[random.Random], torch.Tensor]:
+    """CTC of the transcripts over the decoder's embedding table (CTCReadout): no decoder pass, so a step
+    costs the projector only. Attaches a new readout over the training transcripts' token ids to the
+    model (a resumed run then loads its checkpoint into it)."""
+    from safetensors.torch import load_file
 
+    meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
+    feats = load_file(str(data_dir / "features.safetensors"))
+    eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    vocab = sorted({t for m in meta for t in m["transcript_ids"]} - {eos})
+    readout = model.new_audio_readout(torch.tensor(vocab))
+    index = {t: c + 1 for c, t in enumerate(vocab)}  # class 0 is the blank
+
+    def loss(rng: random.Random) -> torch.Tensor:
+        batch = [rng.choice(meta) for _ in range(config.batch_size)]
+        logp = [readout.logits(model.audio_projector(feats[m["key"]].float())).log_softmax(-1) for m in batch]
+        T = max(lp.shape[0] for lp in logp)
+        targets = [[index[t] for t in m["transcript_ids"] if t != eos] for m in batch]
+        return F.ctc_loss(torch.stack([F.pad(lp, (0, 0, 0, T - lp.shape[0])) for lp in logp], 1),  # T, B, C
+                          torch.tensor([c for t in targets for c in t]), torch.tensor([lp.shape[0] for lp in logp]),
+                          torch.tensor([len(t) for t in targets]), zero_infinity=True)
+
+    return loss
+
+
+def distill_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Callable[[random.Random], torch.Tensor]:
+    """Cross-entropy of the decoder on the targets (its own text-prompted answer, or the transcript) after
+    the spliced media tokens: the decoder runs forward and backward, frozen."""
     kind = Audio if config.modality == "audio" else Image
-    proj = model.audio_projector if kind is Audio else model.vision_projector
     if kind is Audio:
         draw = audio_sampler(model, data_dir, config)
     else:
         from fusion.vision_data import vision_sampler
 
         draw = vision_sampler(model, data_dir, config)
-    model.requires_grad_(False)
-    proj.requires_grad_(True)
-    model.decoder.eval()
-    opt = torch.optim.AdamW(proj.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))  # noqa: E731
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
-    step = 0
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        proj.load_state_dict(state["projector"])
-        opt.load_state_dict(state["optimizer"])
-        step, rng = state["step"], state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        log(f"resuming from step {step}")
-        if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            log_path.write_text("".join(line + "\n" for line in kept))
-    elif log_path.exists():
-        log_path.unlink()
     parts: dict[tuple, tuple[list[int], list[int]]] = {}  # the template depends on (prompt, n) only
 
     def prompt_parts(prompt: str | None, n: int) -> tuple[list[int], list[int]]:
@@ -212,13 +217,9 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
     assert prefix == _prompt_parts(model, kind, "x", 1)[0], "the prompt before the media must not depend on the task"
     embed = model.decoder.get_input_embeddings()
     lm_head = model.decoder.get_output_embeddings()
-    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.modality} projector", unit="step")
-    t_start = time.perf_counter()
-    first = step
-    while step < config.steps:
-        if stop_after is not None and step - first >= stop_after:
-            bar.close()
-            return None
+    model.decoder.eval()
+
+    def loss(rng: random.Random) -> torch.Tensor:
         rows, targets = [], []
         for _ in range(config.batch_size):
             tokens, prompt, target = draw(rng)  # n, D  (grad flows here only)
@@ -234,10 +235,63 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         pos = [(b, start - 1 + j) for b, (start, tgt) in enumerate(targets) for j in range(len(tgt))]
         h = hidden[[b for b, _ in pos], [p for _, p in pos]]
         labels = torch.tensor([t for _, tgt in targets for t in tgt])
-        loss = F.cross_entropy(lm_head(h).float(), labels)
+        return F.cross_entropy(lm_head(h).float(), labels)
+
+    return loss
+
+
+def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: TrainConfig, log=print,
+                    stop_after: int | None = None) -> Path | None:
+    """Train one projector (and, for the CTC objective, its readout) on a built dataset; resumable from
+    out_dir/checkpoint.pt. `stop_after` ends this run early (as an interruption would) after that many
+    steps; None returned."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    model.requires_grad_(False)
+    if config.objective == "ctc":
+        if config.modality != "audio":
+            raise ValueError("the CTC objective reads transcripts: audio only")
+        step_loss = ctc_objective(model, data_dir, config)
+        trained = {"projector": model.audio_projector, "readout": model.audio_readout}
+    else:
+        step_loss = distill_objective(model, data_dir, config)
+        trained = {"projector": model.audio_projector if config.modality == "audio" else model.vision_projector}
+    params = [p for m in trained.values() for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))  # noqa: E731
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
+    step = 0
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        for name, module in trained.items():
+            module.load_state_dict(state[name])
+        opt.load_state_dict(state["optimizer"])
+        step, rng = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resuming from step {step}")
+        if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
+    elif log_path.exists():
+        log_path.unlink()
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.modality} projector ({config.objective})",
+               unit="step")
+    t_start = time.perf_counter()
+    first = step
+    while step < config.steps:
+        if stop_after is not None and step - first >= stop_after:
+            bar.close()
+            return None
+        loss = step_loss(rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
             g["lr"] = config.lr * schedule(step)
         opt.step()
@@ -248,15 +302,18 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update(1)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            torch.save({"projector": proj.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
+            torch.save({**{name: m.state_dict() for name, m in trained.items()}, "optimizer": opt.state_dict(),
+                        "step": step, "rng": rng, "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
     bar.close()
     weights = out_dir / f"{config.modality}_projector.safetensors"
-    save_file({f"{config.modality}.{k}": v.detach().contiguous() for k, v in proj.state_dict().items()}, str(weights))
+    tensors = {f"{config.modality}.{k}": v for k, v in trained["projector"].state_dict().items()}
+    if "readout" in trained:
+        tensors.update({f"{config.modality}.readout.{k}": v for k, v in trained["readout"].state_dict().items()})
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(weights))
     return weights
 
 
-def plot_curve(log_path: Path, png: Path, title: str) -> None:
+def plot_curve(log_path: Path, png: Path, title: str, ylabel: str = "cross-entropy on target tokens") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,7 +327,7 @@ def plot_curve(log_path: Path, png: Path, title: str) -> None:
     ax.plot(steps, losses, alpha=0.3, label="loss")
     ax.plot(steps[k - 1:], smooth, label=f"mean of {k}")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy on target tokens")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

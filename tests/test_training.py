@@ -3,6 +3,7 @@ fixes the result."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +41,14 @@ def fresh_projector(model, seed=0):
         model.audio_projector.ln_post.weight.fill_(0.3)
 
 
+@pytest.fixture()
+def ctc_model(tiny_omni):
+    """The shared tiny model with a fresh projector; the CTC readout training attaches is taken off after."""
+    fresh_projector(tiny_omni)
+    yield tiny_omni
+    tiny_omni.audio_readout, tiny_omni.trained = None, set()
+
+
 def losses(run):
     return [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
 
@@ -53,8 +62,10 @@ def test_the_projector_learns_its_targets(tiny_omni, tiny_data, tmp_path):
     assert not tiny_omni.decoder.model.layers[0].self_attn.q_proj.weight.requires_grad  # decoder frozen
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(tiny_omni, tiny_data, tmp_path):
-    cfg = TrainConfig(steps=8, batch_size=2, checkpoint_every=4)
+@pytest.mark.parametrize("objective", ["distill", "ctc"])
+def test_an_interrupted_run_resumes_to_the_same_weights(ctc_model, tiny_data, tmp_path, objective):
+    tiny_omni = ctc_model
+    cfg = TrainConfig(steps=8, batch_size=2, checkpoint_every=4, objective=objective)
     fresh_projector(tiny_omni)
     whole = load_file(str(train_projector(tiny_omni, tiny_data, tmp_path / "a", cfg, log=lambda *_: None)))
     fresh_projector(tiny_omni)
@@ -102,3 +113,72 @@ def test_the_vision_projector_learns_from_photos_and_prototypes(tiny_omni, tmp_p
     train_projector(tiny_omni, tmp_path / "vdata", tmp_path / "vrun", cfg, log=lambda *_: None)
     curve = losses(tmp_path / "vrun")
     assert sum(curve[-8:]) / 8 < 0.7 * sum(curve[:8]) / 8
+
+
+def test_the_ctc_readout_learns_to_read_the_transcripts(ctc_model, tiny_data, tmp_path):
+    """CTC over the decoder's embedding table: after training, greedy decoding of each training clip's
+    projected frames gives back exactly its transcript's token ids."""
+    cfg = TrainConfig(steps=150, batch_size=6, lr=1e-2, warmup=5, objective="ctc")
+    weights = train_projector(ctc_model, tiny_data, tmp_path / "run", cfg, log=lambda *_: None)
+    curve = losses(tmp_path / "run")
+    assert sum(curve[-10:]) / 10 < 0.2 * sum(curve[:10]) / 10
+    feats = load_file(str(tiny_data / "features.safetensors"))
+    meta = json.loads((tiny_data / "meta.json").read_text())
+    readout = ctc_model.audio_readout
+    with torch.no_grad():
+        read = {m["key"]: readout.token_ids(ctc_model.audio_projector(feats[m["key"]].float())) for m in meta}
+    assert read == {m["key"]: m["transcript_ids"][:-1] for m in meta}  # all but the end-of-turn token
+    assert set(readout.vocab.tolist()) == {t for m in meta for t in m["transcript_ids"][:-1]}
+    saved = load_file(str(weights))
+    assert saved["audio.readout.vocab"].dtype == torch.int64 and "audio.readout.blank" in saved
+
+
+def test_a_ctc_projector_survives_install_and_loading(ctc_model, tiny_data, tmp_path, monkeypatch):
+    """The installed file (float16 on disk) keeps the vocabulary's token ids exact, and loading it
+    attaches a readout that reads what the trained one read."""
+    import app.projector_training as pt
+
+    cfg = TrainConfig(steps=40, batch_size=6, lr=1e-2, warmup=5, objective="ctc")
+    run = tmp_path / "run"
+    weights = train_projector(ctc_model, tiny_data, run, cfg, log=lambda *_: None)
+    frames = load_file(str(tiny_data / "features.safetensors"))["clip3"].float()
+    with torch.no_grad():
+        before = ctc_model.audio_readout.token_ids(ctc_model.audio_projector(frames))
+    for name in ("curve.png", "metrics.json"):
+        (run / name).write_text("x")
+    monkeypatch.setattr(pt, "ASSETS", tmp_path / "assets")
+    pt.install_weights(weights, run / "curve.png", run / "metrics.json", "audio")
+    installed = load_file(str(tmp_path / "assets" / "pocket.safetensors"))
+    assert torch.equal(installed["audio.readout.vocab"], ctc_model.audio_readout.vocab)
+    assert installed["audio.linear_1.weight"].dtype == torch.float16
+    ctc_model.audio_readout = None
+    fresh_projector(ctc_model, seed=5)
+    ctc_model.load_projectors(tmp_path / "assets" / "pocket.safetensors")
+    assert ctc_model.audio_readout is not None and "audio" in ctc_model.trained
+    with torch.no_grad():
+        assert ctc_model.audio_readout.token_ids(ctc_model.audio_projector(frames)) == before
+
+
+def test_audio_tokens_with_a_readout_are_the_decoders_embeddings_of_the_words_read(ctc_model, monkeypatch):
+    from fusion.model import NOTHING_HEARD
+    from fusion.prompt import Audio
+
+    readout = ctc_model.new_audio_readout(torch.tensor([5, 7, 9]))
+    table = ctc_model.decoder.get_input_embeddings().weight
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    with torch.no_grad():
+        monkeypatch.setattr(readout, "token_ids", lambda x: [9, 5, 9])
+        assert torch.equal(ctc_model.audio_tokens(Audio(wave)), table[[9, 5, 9]])
+        monkeypatch.setattr(readout, "token_ids", lambda x: [])  # noise: no word read
+        nothing = ctc_model.tokenizer.encode(NOTHING_HEARD, add_special_tokens=False)
+        assert torch.equal(ctc_model.audio_tokens(Audio(wave)), table[nothing])
+
+
+def test_greedy_ctc_merges_repeats_and_drops_blanks():
+    from fusion.projectors import CTCReadout
+
+    emb = torch.nn.Embedding(10, 4)
+    readout = CTCReadout(torch.tensor([3, 8]), emb)
+    classes = [1, 1, 0, 1, 2, 2, 0, 0, 2]  # 0 = blank; class c > 0 is vocab[c - 1]
+    readout.logits = lambda x: torch.nn.functional.one_hot(torch.tensor(classes), 3).float()
+    assert readout.token_ids(torch.zeros(len(classes), 4)) == [3, 3, 8, 8]
