@@ -135,6 +135,17 @@ def test_cascade_names_what_the_imagenet_head_sees(assistant):
     assert "cat" in answer.lower()
 
 
+def test_e2e_reads_a_spoken_question_into_the_decoders_own_words(assistant, tmp_path):
+    """The shipped audio projector's CTC readout hands the decoder the embeddings of the words it reads:
+    when it reads a question right, the spoken question gets the same answer as its text."""
+    from app.metrics import normalize_text
+
+    question = "What does a cow eat?"
+    wave = load_audio(espeak(question, tmp_path / "q.wav"))
+    assert normalize_text(assistant.model.audio_words(Audio(wave))) == normalize_text(question)
+    assert ask(assistant, [Audio(wave)], "e2e", 16) == ask(assistant, question, "e2e", 16)
+
+
 def test_e2e_runs_image_audio_and_text_in_one_conversation(assistant, tmp_path):
     import skimage.data
 
