@@ -107,7 +107,7 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
         with torch.inference_mode():
             frames = torch.cat(model.audio_tower.encode(wave))
         key = f"clip{len(meta)}"
-        clips[key] = frames.to(torch.float16).contiguous()
+        clips[key] = frames.to("cpu", torch.float16).contiguous()
         if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
             (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
             sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
@@ -165,8 +165,8 @@ def audio_sampler(model: OmniModel, data_dir: Path, config: TrainConfig) -> Samp
     def draw(rng: random.Random):
         m = rng.choice(meta)
         if m["answer_ids"] is None or rng.random() < config.repeat_fraction:
-            return model.audio_projector(feats[m["key"]].float()), REPEAT, m["transcript_ids"]
-        return model.audio_projector(feats[m["key"]].float()), None, m["answer_ids"]
+            return model.audio_projector(feats[m["key"]].to(model.device, torch.float32)), REPEAT, m["transcript_ids"]
+        return model.audio_projector(feats[m["key"]].to(model.device, torch.float32)), None, m["answer_ids"]
 
     return draw
 
@@ -183,14 +183,17 @@ def ctc_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Call
     vocab = sorted({t for m in meta for t in m["transcript_ids"]} - {eos})
     readout = model.new_audio_readout(torch.tensor(vocab))
     index = {t: c + 1 for c, t in enumerate(vocab)}  # class 0 is the blank
+    dev = model.device
 
     def loss(rng: random.Random) -> torch.Tensor:
         batch = [rng.choice(meta) for _ in range(config.batch_size)]
-        logp = [readout.logits(model.audio_projector(feats[m["key"]].float())).log_softmax(-1) for m in batch]
+        logp = [readout.logits(model.audio_projector(feats[m["key"]].to(dev, torch.float32))).log_softmax(-1)
+                for m in batch]
         T = max(lp.shape[0] for lp in logp)
         targets = [[index[t] for t in m["transcript_ids"] if t != eos] for m in batch]
         return F.ctc_loss(torch.stack([F.pad(lp, (0, 0, 0, T - lp.shape[0])) for lp in logp], 1),  # T, B, C
-                          torch.tensor([c for t in targets for c in t]), torch.tensor([lp.shape[0] for lp in logp]),
+                          torch.tensor([c for t in targets for c in t], device=dev),
+                          torch.tensor([lp.shape[0] for lp in logp]),
                           torch.tensor([len(t) for t in targets]), zero_infinity=True)
 
     return loss
@@ -218,23 +221,24 @@ def distill_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> 
     embed = model.decoder.get_input_embeddings()
     lm_head = model.decoder.get_output_embeddings()
     model.decoder.eval()
+    dev = model.device
 
     def loss(rng: random.Random) -> torch.Tensor:
         rows, targets = [], []
         for _ in range(config.batch_size):
             tokens, prompt, target = draw(rng)  # n, D  (grad flows here only)
             _, suffix = prompt_parts(prompt, tokens.shape[0])
-            rows.append(torch.cat([tokens, embed(torch.tensor(suffix + target))]))
+            rows.append(torch.cat([tokens, embed(torch.tensor(suffix + target, device=dev))]))
             targets.append((tokens.shape[0] + len(suffix), target))
         L = max(r.shape[0] for r in rows)
         x = torch.stack([F.pad(r, (0, 0, 0, L - r.shape[0])) for r in rows])  # B, L, D (right-padded)
         with torch.no_grad():  # the shared system prompt: computed without grad, reused as cache
-            cache = model.decoder(input_ids=torch.tensor([prefix] * len(rows)), use_cache=True).past_key_values
+            cache = model.decoder(input_ids=torch.tensor([prefix] * len(rows), device=dev), use_cache=True).past_key_values
         hidden = model.decoder.model(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state
         # logits only where a target token is predicted: position t predicts token t+1
         pos = [(b, start - 1 + j) for b, (start, tgt) in enumerate(targets) for j in range(len(tgt))]
         h = hidden[[b for b, _ in pos], [p for _, p in pos]]
-        labels = torch.tensor([t for _, tgt in targets for t in tgt])
+        labels = torch.tensor([t for _, tgt in targets for t in tgt], device=dev)
         return F.cross_entropy(lm_head(h).float(), labels)
 
     return loss
@@ -268,12 +272,12 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=model.device)
         for name, module in trained.items():
             module.load_state_dict(state[name])
         opt.load_state_dict(state["optimizer"])
         step, rng = state["step"], state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         log(f"resuming from step {step}")
         if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
             kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
@@ -309,7 +313,7 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
     tensors = {f"{config.modality}.{k}": v for k, v in trained["projector"].state_dict().items()}
     if "readout" in trained:
         tensors.update({f"{config.modality}.readout.{k}": v for k, v in trained["readout"].state_dict().items()})
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(weights))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
     return weights
 
 

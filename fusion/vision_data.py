@@ -89,7 +89,7 @@ def build_vision_dataset(model: OmniModel, out_dir: Path, per_photo: int = 40, s
         for i in range(per_photo):
             img = photo if i == 0 else augment_photo(photo, rng)
             feats, logits = tower(tower.pixels([img]))
-            maps.append(feats[0].to(torch.float16))
+            maps.append(feats[0].to("cpu", torch.float16))
             labels.append(int(logits[0].argmax()))
             sources.append(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def class_examples(model: OmniModel, data_dir: Path):
 
     tower = model.vision_tower
     head = tower.model.get_classifier()
-    real = load_file(str(data_dir / "features.safetensors"))["maps"]
+    real = load_file(str(data_dir / "features.safetensors"))["maps"].to(head.weight.device)
     real_labels = json.loads((data_dir / "meta.json").read_text())["labels"]
     with torch.no_grad():  # the prototype trick assumes logits = head(mean of patch features)
         probe = real[0].float()
@@ -139,7 +139,7 @@ def class_examples(model: OmniModel, data_dir: Path):
         c = rng.randrange(weight.shape[0])
         side_h, side_w = rng.randint(*PUSH_REGION), rng.randint(*PUSH_REGION)
         y, x = rng.randint(0, h - min(side_h, h)), rng.randint(0, w - min(side_w, w))
-        mask = torch.zeros(h, w)
+        mask = torch.zeros(h, w, device=real.device)
         mask[y:y + side_h, x:x + side_w] = 1
         return push_towards(feats, c, mask.flatten(), weight, bias), c
 
@@ -156,6 +156,6 @@ def vision_sampler(model: OmniModel, data_dir: Path, config):
 
     def draw(rng: random.Random):
         feats, c = examples(rng)
-        return model.vision_projector(feats, tower.grid), rng.choice(PROMPTS), targets[c]
+        return model.vision_projector(feats.to(model.device), tower.grid), rng.choice(PROMPTS), targets[c]
 
     return draw
