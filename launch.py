@@ -148,7 +148,8 @@ def cmd_train(args) -> int:
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
           work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install,
-          objective=args.objective or ("ctc" if args.modality == "audio" else "distill"), lr=args.lr)
+          objective=args.objective or ("ctc" if args.modality == "audio" else "distill"), lr=args.lr,
+          mentions=args.mentions)
     return 0
 
 
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ctc: transcripts by CTC over the decoder's embedding table (audio; the default for audio); "
                          "distill: the decoder's own answers through the frozen decoder (Ultravox; vision's only)")
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3 for ctc, 1e-3 for distill)")
+    tr.add_argument("--mentions", type=int, default=0,
+                    help="audio: also speak N sentences naming the questions' entities (data recipe r3; 0: r2)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")

@@ -32,7 +32,8 @@ def evaluation_sentences() -> set[str]:
 
 
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
-          rebuild_data: bool, install: bool, objective: str = "distill", lr: float | None = None) -> dict:
+          rebuild_data: bool, install: bool, objective: str = "distill", lr: float | None = None,
+          mentions: int = 0) -> dict:
     from fusion.assistant import Assistant
     from fusion.model import OmniConfig
     from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
@@ -40,10 +41,12 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     from fusion.weights import cache_dir
 
     work = work or cache_dir() / "train" / modality
-    # "r2": the data recipe (templates + fortune sentences + human recordings); a new recipe, a new folder
+    # the data recipe: "r2" templates + fortune sentences + human recordings; "r3" adds `mentions` sentences
+    # naming the templates' entities. A new recipe, a new folder
+    recipe = f"r3-m{mentions}" if mentions else "r2"
     hidden = OmniConfig().projector_hidden if modality == "audio" else OmniConfig().vision_hidden
-    data = work / f"data-r2-seed{seed}-v{variants}"
-    run = work / f"run-r2-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
+    data = work / f"data-{recipe}-seed{seed}-v{variants}"
+    run = work / f"run-{recipe}-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
     if lr:
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
@@ -55,7 +58,7 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         shutil.rmtree(data)
     if not (data / "meta.json").exists():
         if modality == "audio":
-            build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed)
+            build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed, mentions=mentions)
         else:
             build_vision_dataset(assistant.model, data, seed=seed)
     data_s = time.perf_counter() - t0

@@ -88,6 +88,33 @@ def prompts(seed: int = 0) -> list[Prompt]:
     return out
 
 
+def mention_sentences(n: int, seed: int = 0) -> list[str]:
+    """n distinct sentences that name the generators' entities (countries, capitals, numbers, animals,
+    colours, names) in carrier sentences the question templates do not use: each entity heard many
+    times in many contexts, not only in the 8 takes of its two or three questions."""
+    r = random.Random(seed)
+    countries, cities = list(COUNTRIES), list(COUNTRIES.values())
+    colours = sorted(set(THINGS.values()) | {"purple", "brown", "grey", "pink"})
+    forms = [
+        lambda: f"{r.choice(NAMES)} flew from {r.choice(countries)} to {r.choice(countries)} last "
+                f"{r.choice(['week', 'year', 'summer'])}.",
+        lambda: f"The train to {r.choice(cities)} leaves at {r.choice(NUMBER_WORDS[1:13])}.",
+        lambda: f"Have you ever been to {r.choice(countries)} or {r.choice(countries)}?",
+        lambda: f"My cousin lives in {r.choice(cities)}, the capital of {r.choice(countries)}.",
+        lambda: f"I saw {r.choice(NUMBER_WORDS[2:])} {r.choice(ANIMALS)}s in {r.choice(countries)}.",
+        lambda: f"{r.choice(countries)} is famous for {r.choice(TOPICS)}.",
+        lambda: f"Please paint the {r.choice(['door', 'fence', 'wall', 'boat'])} {r.choice(colours)}.",
+        lambda: f"{r.choice(NUMBER_WORDS)} plus {r.choice(NUMBER_WORDS)} makes a number.",
+        lambda: f"The {r.choice(ANIMALS)} in the picture is {r.choice(colours)}.",
+        lambda: f"We met {r.choice(NAMES)} in {r.choice(cities)} on {r.choice(['Monday', 'Friday', 'Sunday'])}.",
+    ]
+    out: set[str] = set()
+    while len(out) < n:
+        text = r.choice(forms)()
+        out.add(text[0].upper() + text[1:])  # "the Netherlands is ..." starts a sentence
+    return sorted(out)
+
+
 FORTUNES = Path("/usr/share/games/fortunes")  # Debian `fortunes`: thousands of short English sentences
 FORTUNE_SKIP = {"art", "ascii-art", "computers", "debian", "drugs", "ethnic", "knghtbrd", "linux", "linuxcookie",
                 "love", "men-women", "perl", "politics", "startrek", "translate-me", "zippy"}

@@ -84,20 +84,22 @@ FORTUNES_ANSWERED = 600  # of those, how many also get the teacher's answer (gen
 
 
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
-                        seed: int = 0, log=print) -> dict:
-    """Speak every generated prompt in several voices and a few thousand fortune sentences once, add the
-    human recordings; cache Whisper features, the teacher's answers and the transcripts."""
+                        seed: int = 0, log=print, mentions: int = 0) -> dict:
+    """Speak every generated prompt in several voices and a few thousand fortune sentences (and `mentions`
+    sentences naming the prompts' entities) once, add the human recordings; cache Whisper features, the
+    teacher's answers and the transcripts."""
     import soundfile as sf
     from safetensors.torch import save_file
     from tqdm import tqdm
 
     from encoders.audio import load_audio
     from fusion.speech_data import (HELD_OUT_VOICES, TRAIN_VOICES, Prompt, augment, fortune_sentences,
-                                    human_recordings, is_held_out_sentence, prompts, speak)
+                                    human_recordings, is_held_out_sentence, mention_sentences, prompts, speak)
 
     rng = np.random.default_rng(seed)
     templates = prompts(seed)
     items = templates + [Prompt(t, None, "fortune") for t in fortune_sentences(FORTUNE_SENTENCES, seed)]
+    items += [Prompt(t, None, "mention") for t in mention_sentences(mentions, seed)]
     answers = teacher_answers(model, [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]], log=log)
     answers += [None] * (len(items) - len(answers))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -118,7 +120,7 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     for i, (p, answer) in enumerate(tqdm(list(zip(items, answers)), desc="speaking and encoding", unit="prompt")):
         held = is_held_out_sentence(p.text, evaluation_sentences)
         voices = HELD_OUT_VOICES if held else TRAIN_VOICES
-        n = 1 if p.kind == "fortune" else 2 if held else variants
+        n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
         for v in range(n):
             voice = voices[(i + v * 3) % len(voices)]
             wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))

@@ -182,3 +182,16 @@ def test_greedy_ctc_merges_repeats_and_drops_blanks():
     classes = [1, 1, 0, 1, 2, 2, 0, 0, 2]  # 0 = blank; class c > 0 is vocab[c - 1]
     readout.logits = lambda x: torch.nn.functional.one_hot(torch.tensor(classes), 3).float()
     assert readout.token_ids(torch.zeros(len(classes), 4)) == [3, 3, 8, 8]
+
+
+def test_mention_sentences_name_every_entity_often_in_new_sentences():
+    from app.projector_training import evaluation_sentences
+    from fusion.speech_data import COUNTRIES, mention_sentences, prompts
+
+    sentences = mention_sentences(1500, seed=0)
+    assert sentences == mention_sentences(1500, seed=0) and len(set(sentences)) == 1500
+    assert sentences != mention_sentences(1500, seed=1)
+    for country in COUNTRIES:
+        assert sum(country in s for s in sentences) >= 15, country
+    assert not set(sentences) & ({p.text for p in prompts()} | evaluation_sentences())  # carriers, not the questions
+    assert all(s[0].isupper() for s in sentences)
