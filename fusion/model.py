@@ -152,7 +152,9 @@ class OmniModel(nn.Module):
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if prefix == "audio." and "linear_1.weight" in part:
                 module = self._audio_projector_like(part)
-                self.audio_readout = self.new_audio_readout(part["readout.vocab"]) if "readout.vocab" in part else None
+                self.audio_readout = None
+                if "readout.vocab" in part:
+                    self.new_audio_readout(part["readout.vocab"])
             if part:  # a file may hold one trained projector; the other keeps its initialisation
                 if prefix == "audio." and self.audio_readout is not None:
                     self.audio_readout.load_state_dict({k[8:]: v for k, v in part.items() if k.startswith("readout.")})

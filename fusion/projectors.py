@@ -144,7 +144,7 @@ class CTCReadout(nn.Module):
     (repeats merged, blanks dropped) gives token ids, and the decoder reads exactly its own embedding rows
     of them: a few tokens per word instead of 6.25 continuous tokens per second that it has never seen.
     The vocabulary is the set of token ids the training transcripts use (a buffer, saved with the weights);
-    the embedding table is borrowed from the decoder, not saved."""
+    the embedding table is borrowed from the decoder, not saved. OmniModel.audio_tokens looks the ids up."""
 
     def __init__(self, vocab: torch.Tensor, embeddings: nn.Embedding):
         super().__init__()
@@ -163,8 +163,3 @@ class CTCReadout(nn.Module):
         best = self.logits(x).argmax(-1)
         keep = (best != 0) & torch.cat([best.new_ones(1, dtype=torch.bool), best[1:] != best[:-1]])
         return self.vocab[best[keep] - 1].tolist()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, D) -> (m, D): the decoder's embeddings of the m tokens read."""
-        table = self._embeddings[0].weight
-        return table[torch.tensor(self.token_ids(x), dtype=torch.long, device=table.device)]
