@@ -148,8 +148,7 @@ def cmd_train(args) -> int:
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
           work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install,
-          objective=args.objective or ("ctc" if args.modality == "audio" else "distill"), lr=args.lr,
-          mentions=args.mentions)
+          objective=args.objective, lr=args.lr, mentions=args.mentions)
     return 0
 
 

@@ -7,9 +7,9 @@
 One worker thread owns the engine. Each new request is prefilled into a free cache slot as soon as
 one is free (others keep decoding meanwhile), the one whose cache already holds most of its prompt;
 every step then decodes one token for all running requests with `engine.decode_batch`, so k
-conversations cost about one pass over the weights per token instead of k. A request that stops being read (the consumer closed its generator: a Stop
-button, a dropped connection) frees its slot at the next step. Tokens are the same as decoding each
-conversation alone (tests/test_batching.py).
+conversations cost about one pass over the weights per token instead of k. A request that stops
+being read (the consumer closed its generator: a Stop button, a dropped connection) frees its slot
+at the next step. Tokens are the same as decoding each conversation alone (tests/test_batching.py).
 """
 
 from __future__ import annotations
