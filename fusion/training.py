@@ -2,7 +2,7 @@
 
 Speech is distilled as Ultravox does: the target for a spoken prompt is what the decoder answers
 to the same prompt as text; a second task asks it to repeat what was said (target: the text).
-The towers' features are computed once and cached; each step runs the decoder forward and
+The towers' features are computed once and cached (resumably); each step runs the decoder forward and
 backward through the spliced prompt, the loss on the target tokens only.
 
 The CTC objective trains the audio projector with a CTCReadout instead: the transcript by CTC over the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,15 +82,21 @@ def teacher_answers(model: OmniModel, texts: list[str], max_tokens: int = MAX_TA
 
 FORTUNE_SENTENCES = 2500  # extra sentences, spoken once each: vocabulary beyond the templates
 FORTUNES_ANSWERED = 600  # of those, how many also get the teacher's answer (generation costs ~1 s per prompt)
+BUILD_CHUNK = 250  # prompts spoken and encoded between saves: an interrupted build loses at most one chunk
 
 
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
                         seed: int = 0, log=print, mentions: int = 0) -> dict:
     """Speak every generated prompt in several voices and a few thousand fortune sentences (and `mentions`
     sentences naming the prompts' entities) once, add the human recordings; cache Whisper features, the
-    teacher's answers and the transcripts."""
+    teacher's answers and the transcripts.
+
+    Resumable: the teacher's answers and every BUILD_CHUNK prompts' clips are saved in out_dir/partial as
+    they are made, with the random generator's state, so a build run again after an interruption goes on
+    where it stopped and ends with the same data as one that was never interrupted. meta.json is written
+    last: its presence means the build is complete."""
     import soundfile as sf
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
     from encoders.audio import load_audio
@@ -100,10 +107,28 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     templates = prompts(seed)
     items = templates + [Prompt(t, None, "fortune") for t in fortune_sentences(FORTUNE_SENTENCES, seed)]
     items += [Prompt(t, None, "mention") for t in mention_sentences(mentions, seed)]
-    answers = teacher_answers(model, [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]], log=log)
+    partial = out_dir / "partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    answered = [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]]
+    cached = partial / "answers.json"
+    saved = json.loads(cached.read_text()) if cached.exists() else None
+    if saved and saved["texts"] == answered:
+        answers = saved["answers"]
+    else:
+        answers = teacher_answers(model, answered, log=log)
+        cached.write_text(json.dumps({"texts": answered, "answers": answers}))
     answers += [None] * (len(items) - len(answers))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     clips, meta = {}, []
+    start = 0
+    for chunk in sorted(partial.glob("chunk*.json")):  # a resumed build: what was already made
+        done = json.loads(chunk.read_text())
+        meta += done["meta"]
+        clips.update(load_file(str(chunk.with_suffix(".safetensors"))))
+        start = done["next"]
+        rng.bit_generator.state = done["rng"]
+    if start:
+        log(f"resuming the data build at prompt {start}/{len(items)} ({len(meta)} clips made)")
 
     def add(wave, text, held, **fields):
         with torch.inference_mode():
@@ -117,26 +142,40 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
                      "seconds": len(wave) / 16000,
                      "transcript_ids": model.tokenizer.encode(text, add_special_tokens=False) + [eos], **fields})
 
-    for i, (p, answer) in enumerate(tqdm(list(zip(items, answers)), desc="speaking and encoding", unit="prompt")):
-        held = is_held_out_sentence(p.text, evaluation_sentences)
-        voices = HELD_OUT_VOICES if held else TRAIN_VOICES
-        n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
-        for v in range(n):
-            voice = voices[(i + v * 3) % len(voices)]
-            wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
-            if not held or v:
-                wave = augment(wave, rng)
-            add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
-                answer_ids=None if answer is None else answer + [eos])
+    def save_chunk(first: int, next_prompt: int, first_clip: int):
+        new = meta[first_clip:]
+        name = partial / f"chunk{first:06d}"
+        save_file({m["key"]: clips[m["key"]] for m in new}, str(name.with_suffix(".safetensors")))
+        name.with_suffix(".json").write_text(json.dumps({"next": next_prompt, "meta": new,
+                                                         "rng": rng.bit_generator.state}))
+
+    bar = tqdm(total=len(items), initial=start, desc="speaking and encoding", unit="prompt")
+    for first in range(start, len(items), BUILD_CHUNK):
+        first_clip = len(meta)
+        for i in range(first, min(first + BUILD_CHUNK, len(items))):
+            p, answer = items[i], answers[i]
+            held = is_held_out_sentence(p.text, evaluation_sentences)
+            voices = HELD_OUT_VOICES if held else TRAIN_VOICES
+            n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
+            for v in range(n):
+                voice = voices[(i + v * 3) % len(voices)]
+                wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
+                if not held or v:
+                    wave = augment(wave, rng)
+                add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
+                    answer_ids=None if answer is None else answer + [eos])
+            bar.update()
+        save_chunk(first, min(first + BUILD_CHUNK, len(items)), first_clip)
+    bar.close()
     for wav, text in tqdm(human_recordings(), desc="human recordings", unit="clip"):
         if is_held_out_sentence(text, evaluation_sentences):
             continue  # one speaker, also in training: no held-out measure from these
         wave = load_audio(wav)
         add(augment(wave, rng) if rng.random() < 0.5 else wave, text, False, answer_key=None, kind="human",
             voice="asterisk", answer_ids=None)  # repeat task only
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_file(clips, str(out_dir / "features.safetensors"))
     (out_dir / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(partial)
     summary = {"clips": len(meta), "train": sum(m["split"] == "train" for m in meta),
                "heldout": sum(m["split"] == "heldout" for m in meta)}
     log(f"dataset: {summary}")

@@ -195,3 +195,56 @@ def test_mention_sentences_name_every_entity_often_in_new_sentences():
         assert sum(country in s for s in sentences) >= 15, country
     assert not set(sentences) & ({p.text for p in prompts()} | evaluation_sentences())  # carriers, not the questions
     assert all(s[0].isupper() for s in sentences)
+
+
+def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path, monkeypatch):
+    """Building the speech data takes an hour here: stopped part way, a second run goes on from its last
+    saved chunk (no teacher answers again) and ends with exactly the clips of an uninterrupted build."""
+    import soundfile as sf
+
+    import fusion.speech_data as sd
+    import fusion.training as tr
+
+    human = tmp_path / "human.wav"
+    sf.write(human, sd.speak("Please hold the line.", "en", 150, 50), 16000)
+    monkeypatch.setattr(sd, "prompts", lambda seed=0: [sd.Prompt("What is the capital of Chile?", "santiago", "question"),
+                                                       sd.Prompt("Tell me a joke.", None, "chit-chat"),
+                                                       sd.Prompt("Count to three.", None, "instruction")])
+    monkeypatch.setattr(sd, "fortune_sentences", lambda n, seed=0: ["A penny saved is a penny earned."])
+    monkeypatch.setattr(sd, "mention_sentences", lambda n, seed=0: ["Alice flew to Chile.", "Bob has two cats."][:n])
+    monkeypatch.setattr(sd, "human_recordings", lambda: [(human, "Please hold the line.")])
+    monkeypatch.setattr(tr, "FORTUNES_ANSWERED", 1)
+    monkeypatch.setattr(tr, "BUILD_CHUNK", 2)
+    held_out = {"Tell me a joke."}
+    answered = []
+    teacher = tr.teacher_answers
+    monkeypatch.setattr(tr, "teacher_answers", lambda *a, **k: answered.append(1) or teacher(*a, **k))
+
+    def build(out):
+        return tr.build_audio_dataset(tiny_omni, out, held_out, variants=2, seed=5, log=lambda _: None, mentions=2)
+
+    whole = tmp_path / "whole"
+    build(whole)
+    speak, calls = sd.speak, []
+
+    def speak_then_fail(*a):
+        calls.append(a)
+        if len(calls) == 6:  # in the second chunk
+            raise KeyboardInterrupt
+        return speak(*a)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(sd, "speak", speak_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        build(resumed)
+    assert not (resumed / "meta.json").exists() and len(list((resumed / "partial").glob("chunk*.json"))) == 1
+    monkeypatch.setattr(sd, "speak", speak)
+    summary = build(resumed)
+    assert answered == [1, 1]  # the uninterrupted build and the first try; the resumed run read them back
+
+    meta = json.loads((whole / "meta.json").read_text())
+    assert json.loads((resumed / "meta.json").read_text()) == meta and summary["clips"] == len(meta) == 3 * 2 + 1 + 2 + 1
+    assert {m["split"] for m in meta if m["text"] == "Tell me a joke."} == {"heldout"}
+    a, b = load_file(str(whole / "features.safetensors")), load_file(str(resumed / "features.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (resumed / "partial").exists()
