@@ -146,6 +146,17 @@ def test_e2e_reads_a_spoken_question_into_the_decoders_own_words(assistant, tmp_
     assert ask(assistant, [Audio(wave)], "e2e", 16) == ask(assistant, question, "e2e", 16)
 
 
+def test_e2e_hears_the_country_in_a_held_out_question_and_voice(assistant, tmp_path):
+    """The entity is the key of the answer: an evaluation-suite question (never trained on) in a voice never
+    trained on is read with its country, so e2e answers it as it answers the typed question."""
+    from app.metrics import normalize_text
+
+    question = "What is the capital of Italy?"
+    wave = load_audio(espeak(question, tmp_path / "q.wav", voice="en-gb-x-rp"))
+    assert normalize_text(assistant.model.audio_words(Audio(wave))) == normalize_text(question)
+    assert ask(assistant, [Audio(wave)], "e2e", 16) == ask(assistant, question, "e2e", 16)
+
+
 def test_e2e_runs_image_audio_and_text_in_one_conversation(assistant, tmp_path):
     import skimage.data
 
