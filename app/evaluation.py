@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from app.metrics import normalize_text, word_error_rate
+from app.metrics import contains_any, normalize_text, word_error_rate
 from encoders.errors import InputError
 
 TASKS = ("vqa", "speech_qa", "asr", "mushroom", "rps")
@@ -91,8 +91,7 @@ def load_suite(path: Path) -> tuple[list[Case], list[Row]]:
 
 def score(case: Case, out: Outcome) -> float:
     if case.metric == "contains":
-        text = f" {normalize_text(out.answer)} "
-        return float(any(f" {normalize_text(a)} " in text for a in case.answer if normalize_text(a)))
+        return float(contains_any(out.answer, case.answer))
     if case.metric == "exact":
         return float(any(normalize_text(out.answer) == normalize_text(a) for a in case.answer))
     if case.metric == "wer":

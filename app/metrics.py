@@ -32,6 +32,13 @@ def normalize_text(text: str) -> str:
     return " ".join(out)
 
 
+def contains_any(text: str, accepted) -> bool:
+    """Does `text` contain one of the `accepted` answers as whole words, both normalised (the
+    "contains" metric: a spoken question's key, a photo's main object)?"""
+    padded = f" {normalize_text(text)} "
+    return any(f" {key} " in padded for key in map(normalize_text, accepted) if key)
+
+
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     """(edit distance in words, reference length) after normalisation."""
     ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()

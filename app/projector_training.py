@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from app.metrics import normalize_text, word_errors
+from app.metrics import contains_any, normalize_text, word_errors
 from fusion.generate import SamplingConfig
 from fusion.prompt import Audio
 from fusion.training import REPEAT
@@ -118,19 +118,16 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         except InputError:  # e.g. the cascade's transcript is empty: nothing said counts as every word missed
             return ""
 
-    def has(text, key):
-        return f" {normalize_text(key)} " in f" {normalize_text(text)} "
-
     qa = {"cases": 0, "e2e": 0, "cascade": 0}
     for m in meta:
         if not m["answer_key"] or not m.get("answer_ids"):  # dictation and fortunes: the repeat task only
             continue
-        if not has(tok.decode(m["answer_ids"], skip_special_tokens=True), m["answer_key"]):
+        if not contains_any(tok.decode(m["answer_ids"], skip_special_tokens=True), [m["answer_key"]]):
             continue
         wave = load_audio(data / "heldout" / f"{m['key']}.wav")
         qa["cases"] += 1
-        qa["e2e"] += has(answer([Audio(wave)], "e2e"), m["answer_key"])
-        qa["cascade"] += has(answer([Audio(wave)], "cascade"), m["answer_key"])
+        qa["e2e"] += contains_any(answer([Audio(wave)], "e2e"), [m["answer_key"]])
+        qa["cascade"] += contains_any(answer([Audio(wave)], "cascade"), [m["answer_key"]])
     # errors per path, and words: e2e (the decoder's answer), heard (the CTC readout's words, what the
     # decoder is given), cascade (the decoder's answer to Whisper's transcript), whisper (the transcript)
     repeat = {kind: dict.fromkeys(("e2e", "heard", "cascade", "whisper", "words"), 0) for kind in ("espeak", "human")}
@@ -189,6 +186,6 @@ def heldout_photo_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
             text = "".join(assistant.chat([{"role": "user", "content": [Image(pixels), "What is in this picture?"]}],
                                           mode, sampling))
             answers[f"{name}/{mode}"] = text
-            hits[mode] += any(f" {normalize_text(a)} " in f" {normalize_text(text)} " for a in accepted)
+            hits[mode] += contains_any(text, accepted)
     return {"photos": len(photos), "names_main_object_e2e": hits["e2e"] / len(photos),
             "names_main_object_cascade": hits["cascade"] / len(photos), "answers": answers}
