@@ -157,7 +157,7 @@ class OmniModel(nn.Module):
                     self.new_audio_readout(part["readout.vocab"])
             if part:  # a file may hold one trained projector; the other keeps its initialisation
                 if prefix == "audio." and self.audio_readout is not None:
-                    self.audio_readout.load_state_dict({k[8:]: v for k, v in part.items() if k.startswith("readout.")})
+                    self.audio_readout.load_state_dict({k.removeprefix("readout."): v for k, v in part.items() if k.startswith("readout.")})
                 part = {k: v for k, v in part.items() if not k.startswith("readout.")}
                 module.load_state_dict(part, strict=True)
                 loaded.append(prefix[:-1])
