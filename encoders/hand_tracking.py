@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from encoders.errors import InputError
+from encoders.blaze import BlazeDetector, Detection
 from encoders.tflite import TFLiteGraph
 
 PALM_SIZE, LANDMARK_SIZE = 192, 224
-PALM_SCORE, NMS_IOU, PRESENCE = 0.5, 0.3, 0.5
+PALM_SCORE, PRESENCE = 0.5, 0.5
+PALM_STRIDES = (8, 16, 16, 16)  # 2016 anchors: 24x24x2 + 12x12x6
 # the next frame's region is sized on the wrist, knuckles and first joints, not the fingertips (which
 # move the most), as MediaPipe's HandLandmarksToRectCalculator does
 TRACKING_POINTS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]
@@ -59,13 +61,6 @@ class Region:
 
 
 @dataclass
-class PalmDetection:
-    score: float
-    box: np.ndarray  # x0, y0, x1, y1 in pixels
-    keypoints: np.ndarray  # 7 x 2 in pixels: 0 wrist centre, 2 middle-finger knuckle
-
-
-@dataclass
 class Hand:
     landmarks: np.ndarray  # 21 x 3: x, y in pixels, z relative depth on the x scale
     presence: float
@@ -77,44 +72,6 @@ class Hand:
 
 def _normalize_angle(a: float) -> float:
     return a - 2 * math.pi * math.floor((a + math.pi) / (2 * math.pi))
-
-
-def ssd_anchors(size: int = PALM_SIZE, strides=(8, 16, 16, 16)) -> np.ndarray:
-    """(A, 2) anchor centres in [0, 1], MediaPipe's SsdAnchorsCalculator for the palm model (fixed
-    anchor size, aspect ratio 1, plus the interpolated scale: 2 anchors per layer and cell)."""
-    out, i = [], 0
-    while i < len(strides):
-        j = i
-        while j < len(strides) and strides[j] == strides[i]:
-            j += 1
-        per_cell = 2 * (j - i)
-        fm = math.ceil(size / strides[i])
-        ys, xs = np.meshgrid((np.arange(fm) + 0.5) / fm, (np.arange(fm) + 0.5) / fm, indexing="ij")
-        cells = np.stack([xs.ravel(), ys.ravel()], 1)
-        out.append(np.repeat(cells, per_cell, axis=0))
-        i = j
-    return np.concatenate(out).astype(np.float32)
-
-
-def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou: float = NMS_IOU):
-    """MediaPipe's WEIGHTED suppression: each cluster of overlapping detections becomes one, its box and
-    keypoints the score-weighted mean of the cluster, its score the best one's."""
-    order = list(np.argsort(-scores))
-    kept = []
-    while order:
-        top = order[0]
-        b = boxes[order]
-        x0, y0 = np.maximum(b[:, 0], boxes[top, 0]), np.maximum(b[:, 1], boxes[top, 1])
-        x1, y1 = np.minimum(b[:, 2], boxes[top, 2]), np.minimum(b[:, 3], boxes[top, 3])
-        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        overlap = inter / (area + area[0] - inter + 1e-9)
-        members = [order[k] for k in np.nonzero(overlap > iou)[0]]
-        w = scores[members] / scores[members].sum()
-        kept.append((float(scores[top]), (boxes[members] * w[:, None]).sum(0),
-                     (keypoints[members] * w[:, None, None]).sum(0)))
-        order = [i for k, i in enumerate(order) if overlap[k] <= iou]
-    return kept
 
 
 def crop(frame: np.ndarray, region: Region, size: int, border=None) -> np.ndarray:
@@ -156,11 +113,11 @@ class HandTracker:
 
     def __init__(self, palm_model: str | Path, landmark_model: str | Path, max_hands: int = 1,
                  device: str | torch.device = "cpu"):
-        self.palm_net = TFLiteGraph(palm_model).to(device).eval()
+        self.palm_detector = BlazeDetector(palm_model, PALM_SIZE, PALM_STRIDES, 7, (0.0, 1.0), PALM_SCORE, device)
+        self.palm_net = self.palm_detector.net
         self.landmark_net = TFLiteGraph(landmark_model).to(device).eval()
         self.device = torch.device(device)
         self.max_hands = max_hands
-        self.anchors = ssd_anchors()
         self.regions: list[Region] = []
         self.stats = {"frames": 0, "detections": 0}
 
@@ -173,46 +130,14 @@ class HandTracker:
         other.regions, other.stats = [], {"frames": 0, "detections": 0}
         return other
 
-    def _tensor(self, images: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(images)).to(self.device, torch.float32)
-        return x / 255.0  # B, H, W, 3 in [0, 1]
-
-    @staticmethod
-    def palm_input(frame: np.ndarray) -> tuple[np.ndarray, float, int, int]:
-        """(the frame letterboxed into the detector's square, scale, left and top padding in pixels)."""
-        import cv2
-
-        h, w = frame.shape[:2]
-        s = PALM_SIZE / max(h, w)
-        nh, nw = round(h * s), round(w * s)
-        top, left = (PALM_SIZE - nh) // 2, (PALM_SIZE - nw) // 2
-        boxed = np.zeros((PALM_SIZE, PALM_SIZE, 3), np.uint8)
-        boxed[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
-        return boxed, s, left, top
-
-    def detect_palms(self, frame: np.ndarray) -> list[PalmDetection]:
-        """Palms in the whole frame, best first."""
-        boxed, s, left, top = self.palm_input(frame)
-        raw, logits = self.palm_net(self._tensor([boxed]))
-        raw, logits = raw[0].cpu().numpy(), logits[0, :, 0].cpu().numpy()
-        scores = 1 / (1 + np.exp(-np.clip(logits, -100, 100)))
-        keep = scores >= PALM_SCORE
+    def detect_palms(self, frame: np.ndarray) -> list[Detection]:
+        """Palms in the whole frame, best first; keypoint 0 is the wrist centre, 2 the middle-finger
+        knuckle."""
         self.stats["detections"] += 1
-        if not keep.any():
-            return []
-        raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep]
-        centre = raw[:, :2] / PALM_SIZE + anchors  # normalised to the letterboxed square
-        size = raw[:, 2:4] / PALM_SIZE
-        boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)
-        kps = raw[:, 4:].reshape(-1, 7, 2) / PALM_SIZE + anchors[:, None]
-        out = []
-        to_px = lambda p: (p * PALM_SIZE - [left, top]) / s  # noqa: E731  letterbox removed, in pixels
-        for score, box, kp in weighted_nms(scores, boxes, kps):
-            out.append(PalmDetection(score, np.concatenate([to_px(box[:2]), to_px(box[2:])]), to_px(kp)))
-        return out
+        return self.palm_detector(frame)
 
     @staticmethod
-    def palm_region(palm: PalmDetection) -> Region:
+    def palm_region(palm: Detection) -> Region:
         """The hand around a palm (DetectionsToRects + RectTransformation: scale 2.6, shift_y -0.5): the box
         is axis-aligned, the rotation comes from the wrist and middle-knuckle keypoints."""
         box = palm.box
@@ -227,7 +152,8 @@ class HandTracker:
         if not regions:
             return []
         crops = [crop(frame, r, LANDMARK_SIZE) for r in regions]
-        pts, presence, handed, _world = self.landmark_net(self._tensor(crops))
+        x = torch.from_numpy(np.stack(crops)).to(self.device, torch.float32) / 255.0  # B, H, W, 3 in [0, 1]
+        pts, presence, handed, _world = self.landmark_net(x)
         pts = pts.reshape(len(regions), 21, 3).cpu().numpy() / LANDMARK_SIZE  # normalised to the crop
         out = []
         for r, p, pr, hd in zip(regions, pts, presence[:, 0].tolist(), handed[:, 0].tolist()):

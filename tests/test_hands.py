@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.hand_tracking import LANDMARK_SIZE, PALM_SIZE, HandTracker, Region, crop, ssd_anchors
+from encoders.blaze import letterbox, ssd_anchors
+from encoders.hand_tracking import LANDMARK_SIZE, PALM_SIZE, PALM_STRIDES, HandTracker, Region, crop
 from encoders.hands import classify_gesture, synthetic_hand
 
 REFERENCE = Path(__file__).parent / "reference" / "mediapipe_reference.npz"
@@ -62,7 +63,7 @@ def model_inputs() -> dict[str, np.ndarray]:
         tracker = HandTracker(*ensure_hand_models("lite", log=lambda *_: None))
         for name in HAND_PHOTOS:
             rgb = load_rgb(folder / name)
-            out[f"palm/{name}"] = (HandTracker.palm_input(rgb)[0][None] / 255.0).astype(np.float32)
+            out[f"palm/{name}"] = (letterbox(rgb, PALM_SIZE)[0][None] / 255.0).astype(np.float32)
             region = tracker.palm_region(tracker.detect_palms(rgb)[0])
             out[f"landmark/{name}"] = (crop(rgb, region, LANDMARK_SIZE)[None] / 255.0).astype(np.float32)
     return out
@@ -99,7 +100,7 @@ def test_the_port_matches_the_tflite_runtime(tracker):
 
 
 def test_anchors_follow_the_palm_models_layout():
-    anchors = ssd_anchors()
+    anchors = ssd_anchors(PALM_SIZE, PALM_STRIDES)
     assert anchors.shape == (2016, 2)  # 24x24x2 + 12x12x6
     assert np.allclose(anchors[0], [0.5 / 24, 0.5 / 24]) and np.allclose(anchors[1], anchors[0])
     assert np.allclose(anchors[-1], [11.5 / 12, 11.5 / 12])
