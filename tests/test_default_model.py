@@ -135,6 +135,18 @@ def test_cascade_names_what_the_imagenet_head_sees(assistant):
     assert "cat" in answer.lower()
 
 
+def test_both_paths_are_told_about_the_person_in_a_portrait(assistant):
+    """ImageNet has no class for a person: the face detector's count goes into the cascade's text and
+    the e2e label readout, and the e2e answer mentions the person."""
+    from fusion.vision_data import load_photo
+
+    px = load_photo("matplotlib:grace_hopper.jpg")
+    timings = Timings()
+    ask(assistant, [Image(px), "What is in this picture?"], "cascade", 4, timings)
+    assert any(n.startswith("saw:") and n.endswith("faces: 1") for n in timings.notes)
+    assert "person" in ask(assistant, [Image(px), "What is in this picture?"], "e2e", 16).lower()
+
+
 def test_e2e_reads_a_spoken_question_into_the_decoders_own_words(assistant, tmp_path):
     """The shipped audio projector's CTC readout hands the decoder the embeddings of the words it reads:
     when it reads a question right, the spoken question gets the same answer as its text."""
