@@ -34,8 +34,9 @@ def normalize_text(text: str) -> str:
 
 def contains_any(text: str, accepted) -> bool:
     """Does `text` contain one of the `accepted` answers as whole words, both normalised (the
-    "contains" metric: a spoken question's key, a photo's main object)?"""
-    padded = f" {normalize_text(text)} "
+    "contains" metric: a spoken question's key, a photo's main object)? A possessive names its noun:
+    "the church's facade" contains "church" (normalize_text alone makes it "churchs")."""
+    padded = " " + normalize_text(re.sub(r"(?<=\w)'s\b", "", text)) + " "
     return any(f" {key} " in padded for key in map(normalize_text, accepted) if key)
 
 

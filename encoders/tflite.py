@@ -7,8 +7,8 @@ float16 constants (DEQUANTIZE), and replay the operators with torch functions, s
 on the same devices as everything else.
 
 Activations have torch's NCHW shape over channels-last memory, which is TFLite's NHWC byte order:
-4-D tensors cross back to NHWC (free) only where the graph reshapes or returns them. Only the operators the hand models use are
-implemented (hand and face models); anything else fails at load with its name.
+4-D tensors cross back to NHWC (free) only where the graph reshapes or returns them. Only the operators the hand and face models
+use are implemented; anything else fails at load with its name.
 
 Shape letters: B batch, H W C image height, width, channels.
 """

@@ -23,4 +23,6 @@ def test_contains_any_matches_whole_normalised_words_only():
     assert contains_any("It has twenty-one legs", ["21"])  # number words and hyphens normalised
     assert contains_any("a soccer ball on grass", ["football", "soccer ball"])
     assert not contains_any("Parisian cafes", ["paris"])  # a whole word, not a prefix
+    assert contains_any("a church's architecture", ["church"]) and contains_any("Paris's museums", ["paris"])
+    assert not contains_any("the churches", ["church"])  # a possessive names its noun; a plural is another word
     assert not contains_any("anything at all", ["", "?"])  # an answer that normalises to nothing never matches
