@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.errors import InputError
 from encoders.blaze import BlazeDetector, Detection
+from encoders.errors import InputError
 from encoders.tflite import TFLiteGraph
 
 PALM_SIZE, LANDMARK_SIZE = 192, 224
