@@ -58,7 +58,7 @@ def bench_hands(frames: int = 120, threads: int | None = None, variant: str = "l
         x = torch.rand(1, size, size, 3)
         return statistics.median(_timed(lambda: net(x), 20, warmup=3)) * 1000
 
-    out["palm_ms"] = round(per_call(tracker.palm_net, PALM_SIZE), 1)
+    out["palm_ms"] = round(per_call(tracker.palm_detector.net, PALM_SIZE), 1)
     out["landmark_ms"] = round(per_call(tracker.landmark_net, LANDMARK_SIZE), 1)
     for mode in ("tracking", "detect_every_frame"):
         t = tracker.fresh()

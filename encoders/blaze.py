@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from encoders.errors import InputError
 from encoders.tflite import TFLiteGraph
 
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold in both graphs
@@ -69,6 +70,14 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     return kept
 
 
+def rgb_frame(frame, min_side: int = 1) -> np.ndarray:
+    """The frame as an RGB uint8 array (H, W, 3), or InputError."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < min_side:
+        raise InputError(f"expected an RGB uint8 image, got shape {frame.shape} dtype {frame.dtype}")
+    return frame
+
+
 def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
     """(the frame letterboxed into a size x size square, scale, left and top padding in pixels)."""
     import cv2
@@ -100,7 +109,7 @@ class BlazeDetector:
         return x / 255.0 * (hi - lo) + lo
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
-        boxed, s, left, top = letterbox(frame, self.size)
+        boxed, s, left, top = letterbox(rgb_frame(frame), self.size)
         raw, logits = self.net(self.tensor([boxed]))
         with np.errstate(over="ignore"):  # exp(100) is inf in float32: the score is then exactly 0
             scores = 1 / (1 + np.exp(-np.clip(logits[0, :, 0].cpu().numpy(), -100, 100)))

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from encoders.blaze import BlazeDetector, Detection
-from encoders.errors import InputError
+from encoders.blaze import BlazeDetector
 
 FACE_SIZE = 128
 FACE_STRIDES = (8, 16, 16, 16)  # 896 anchors: 16x16x2 + 8x8x6
@@ -29,12 +27,7 @@ FACE_SCORE = 0.7
 
 
 class FaceDetector(BlazeDetector):
+    """__call__(RGB uint8 image) -> the faces in it, best first (box and keypoints in pixels)."""
+
     def __init__(self, model: str | Path, min_score: float = FACE_SCORE, device: str | torch.device = "cpu"):
         super().__init__(model, FACE_SIZE, FACE_STRIDES, FACE_KEYPOINTS, (-1.0, 1.0), min_score, device)
-
-    def __call__(self, frame: np.ndarray) -> list[Detection]:
-        """One RGB uint8 image (H, W, 3) -> the faces in it, best first (box and keypoints in pixels)."""
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise InputError(f"expected an RGB uint8 image, got shape {frame.shape} dtype {frame.dtype}")
-        return super().__call__(frame)

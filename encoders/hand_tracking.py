@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.blaze import BlazeDetector, Detection
-from encoders.errors import InputError
+from encoders.blaze import BlazeDetector, Detection, rgb_frame
 from encoders.tflite import TFLiteGraph
 
 PALM_SIZE, LANDMARK_SIZE = 192, 224
@@ -114,7 +113,6 @@ class HandTracker:
     def __init__(self, palm_model: str | Path, landmark_model: str | Path, max_hands: int = 1,
                  device: str | torch.device = "cpu"):
         self.palm_detector = BlazeDetector(palm_model, PALM_SIZE, PALM_STRIDES, 7, (0.0, 1.0), PALM_SCORE, device)
-        self.palm_net = self.palm_detector.net
         self.landmark_net = TFLiteGraph(landmark_model).to(device).eval()
         self.device = torch.device(device)
         self.max_hands = max_hands
@@ -165,9 +163,7 @@ class HandTracker:
 
     def __call__(self, frame: np.ndarray) -> list[Hand]:
         """One RGB uint8 frame (H, W, 3) -> the hands in it (at most max_hands)."""
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < 16:
-            raise InputError(f"expected an RGB uint8 frame, got shape {frame.shape} dtype {frame.dtype}")
+        frame = rgb_frame(frame, min_side=16)
         self.stats["frames"] += 1
         tracked = [True] * len(self.regions)
         regions = list(self.regions)

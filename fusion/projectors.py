@@ -119,7 +119,7 @@ class LabelTokenProjector(nn.Module):
 
     An image becomes the decoder's input embeddings of a short phrase naming the head's top class
     (" a photo of a tabby cat"), and the people a face detector found in it (ImageNet has no class for
-    a person: " a photo of a person with a jersey"). Nothing is learned: the phrases are tokenized on
+    a person: " a photo of a person. There is also a jersey"). Nothing is learned: the phrases are tokenized on
     first use and looked up in the decoder's embedding matrix, so the tokens are in the decoder's input
     space by construction. Measured on the held-out photos, the phrase beats the bare name, the name
     repeated, and a learned MLP or resampler on the patch features (which did not learn the

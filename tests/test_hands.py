@@ -82,7 +82,7 @@ def test_the_port_matches_the_tflite_runtime(tracker):
         if f"{key}/out0" not in ref.files:
             continue
         assert hashlib.sha256(x.tobytes()).hexdigest() == str(ref[f"{key}/sha256"]), f"{key}: input changed"
-        net = tracker.palm_net if key.startswith("palm") else tracker.landmark_net
+        net = tracker.palm_detector.net if key.startswith("palm") else tracker.landmark_net
         outs = [o.numpy() for o in net(torch.from_numpy(x))]
         if key.startswith("landmark"):
             pts, want = outs[0].reshape(21, 3), ref[f"{key}/out0"].astype(np.float32).reshape(21, 3)
