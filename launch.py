@@ -10,6 +10,7 @@
     python launch.py bench decode         decode/prefill tokens/s vs transformers generate(), bandwidth limit, TTFT
     python launch.py bench kernels        Triton attention kernels vs SDPA's flash backend (a GPU)
     python launch.py bench live           live mode: frame -> annotated frame latency and frames/s (in process, via server)
+    python launch.py bench gate           time to first token with the mushroom safety gate vs without
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
 """
@@ -43,6 +44,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_ask(args) -> int:
+    from app.safety import guard
     from encoders.audio import load_audio
     from encoders.vision import load_image
     from fusion.assistant import Assistant, Timings, validate_conversation
@@ -53,10 +55,11 @@ def cmd_ask(args) -> int:
     content += [Audio(load_audio(p, args.max_audio_seconds), os.path.basename(p)) for p in args.audio]
     if args.question:
         content.append(args.question)
-    messages = [{"role": "user", "content": content}]
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": content})
     validate_conversation(messages, args.mode)
     t0 = time.perf_counter()
-    assistant = Assistant.load_default()
+    assistant = guard(Assistant.load_default())
     load_s = time.perf_counter() - t0
     timings = Timings()
     for piece in assistant.chat(messages, args.mode, _sampling(args), timings):
@@ -160,7 +163,7 @@ def cmd_suites(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from app.bench import bench_decode, bench_hands, bench_kernels, bench_live, print_figures
+    from app.bench import bench_decode, bench_gate, bench_hands, bench_kernels, bench_live, print_figures
 
     if args.what == "hands":
         print_figures(bench_hands(args.frames, args.threads, args.hand_model))
@@ -168,6 +171,8 @@ def cmd_bench(args) -> int:
         print_figures(bench_live(args.frames, args.threads))
     elif args.what == "kernels":
         print_figures(bench_kernels(small=args.small))
+    elif args.what == "gate":
+        print_figures(bench_gate())
     else:
         print_figures(bench_decode(threads=args.threads))
     return 0
@@ -212,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")
-    be.add_argument("what", choices=["hands", "live", "decode", "kernels"])
+    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate"])
     be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
                                                           "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)
@@ -230,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=["auto", "e2e", "cascade"], default="auto",
                      help="e2e: media embeddings into the LLM; cascade: Whisper transcript + ImageNet labels as text; "
                           "auto: speech transcribed, images as embeddings")
+    ask.add_argument("--system", default=None, help="a system prompt or persona")
     ask.add_argument("--max-tokens", type=int, default=256)
     ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ask.add_argument("--top-p", type=float, default=1.0)

@@ -7,6 +7,9 @@ same weights. Also the two networks alone, per call.
 
 live: live mode's frame -> annotated frame latency and processed frame rate, in process and through
 a real Gradio server (see bench_live).
+
+gate: time to first token of ordinary questions (typed, photo, spoken) through the safety gate
+(app/safety.py) beside the same Assistant without it, interleaved in one run, and the gate's own cost.
 """
 
 from __future__ import annotations
@@ -77,6 +80,67 @@ def bench_hands(frames: int = 120, threads: int | None = None, variant: str = "l
         out[f"{mode}_detector_runs"] = t.stats["detections"]
         out[f"{mode}_frames_with_hand"] = found
     out["tracking_speedup"] = round(out["tracking_fps"] / out["detect_every_frame_fps"], 2)
+    return out
+
+
+def bench_gate(rounds: int = 5, max_tokens: int = 24) -> dict:
+    """Median time to first shown piece, gate vs no gate, on the sweep's ordinary questions; each
+    question asked both ways in alternating order, `rounds` times."""
+    from app.safety import guard
+    from app.suites import EVAL_DIR, ORDINARY
+    from encoders.audio import load_audio
+    from encoders.vision import load_image
+    from fusion.assistant import Assistant
+    from fusion.generate import SamplingConfig
+    from fusion.prompt import Audio, Image
+
+    raw = Assistant.load_default()
+    gated = guard(raw)
+    sampling = SamplingConfig(max_new_tokens=max_tokens)
+    photo = load_image(EVAL_DIR / "media" / "photos" / "chelsea.png")
+    speech = load_audio(EVAL_DIR / "media" / "speech" / "gate_3.wav")  # "What is the capital of France?"
+    kinds = {"typed": [(q, "auto") for q in ORDINARY], "photo": [("photo", "auto")],
+             "spoken_auto": [("speech", "auto")], "spoken_e2e": [("speech", "e2e")]}
+    calls = iter(range(10 ** 6))
+
+    def fresh(what: str) -> list:
+        """A question no cache has seen (each call its own): a numbered text, a photo one pixel off,
+        a new recording object; the system prompt and chat template's start stay cached, as they do
+        for any conversation after the first."""
+        n = next(calls)
+        if what == "photo":
+            pixels = photo.copy()
+            pixels[0, 0] = (n % 256, n // 256 % 256, 7)
+            return [Image(pixels, "photo"), "What is in this picture?"]
+        if what == "speech":
+            return [Audio(speech.copy(), "question")]
+        return [f"({n}) {what}"]
+
+    def first_piece(bot, what, mode) -> float:
+        content = fresh(what)
+        t0 = time.perf_counter()
+        pieces = bot.chat([{"role": "user", "content": content}], mode, sampling)
+        next(pieces)
+        took = time.perf_counter() - t0
+        pieces.close()
+        return took
+
+    for what, mode in [q for qs in kinds.values() for q in qs]:  # warm: engine, kernels, the towers
+        first_piece(gated, what, mode)
+    out: dict = {"rounds": rounds}
+    for kind, questions in kinds.items():
+        with_gate, without = [], []
+        for r in range(rounds):
+            for what, mode in questions:
+                order = [(gated, with_gate), (raw, without)]
+                for bot, times in order if r % 2 else order[::-1]:
+                    times.append(first_piece(bot, what, mode))
+        out[f"ttft_{kind}_no_gate_s"] = round(statistics.median(without), 4)
+        out[f"ttft_{kind}_gate_s"] = round(statistics.median(with_gate), 4)
+        out[f"ttft_{kind}_ratio"] = round(statistics.median(with_gate) / statistics.median(without), 3)
+    texts = [[{"role": "user", "content": q}] for q, _ in kinds["typed"]]
+    out["gate_read_typed_ms"] = round(statistics.median(_timed(lambda: [gated.read(m) for m in texts], 5))
+                                      / len(texts) * 1000, 3)
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from app.safety import guard
 from encoders.audio import load_audio, to_mono_16k
 from encoders.errors import InputError
 from encoders.vision import load_image, to_rgb
@@ -117,7 +118,8 @@ def read_aloud(text: str) -> tuple[int, np.ndarray] | None:
 
 
 class ModelHolder:
-    """Loads the assistant once, in the background, so the page opens at once."""
+    """Loads the assistant once, in the background, so the page opens at once; hands it out behind
+    the safety gate (app/safety.py)."""
 
     def __init__(self, loader):
         self._loader = loader
@@ -128,7 +130,7 @@ class ModelHolder:
 
     def _load(self) -> None:
         try:
-            self._assistant = self._loader()
+            self._assistant = guard(self._loader())  # every path a person reaches goes through the gate
         except Exception as err:  # shown in the page; the server keeps running
             self._error = f"{type(err).__name__}: {err}"
 

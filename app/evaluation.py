@@ -1,8 +1,11 @@
 """Scripted multimodal evaluations: run a JSONL suite, score every case, write report.json and report.md.
 
 Suite format, one JSON object a line (paths relative to the suite file):
-  {"id": "...", "task": "vqa"|"speech_qa"|"asr"|"mushroom"|"rps", "image": path|null, "audio": path|null,
-   "prompt": text|null, "answer": text|[accepted, ...], "metric": "contains"|"exact"|"wer"|"label"|"safety"}
+  {"id": "...", "task": "vqa"|"speech_qa"|"asr"|"mushroom"|"rps"|"gate"|"ordinary", "image": path|null,
+   "audio": path|null, "prompt": text|null, "answer": text|[accepted, ...],
+   "metric": "contains"|"exact"|"wer"|"label"|"safety"|"emergency"|"ungated",
+   "system": text (optional: a system prompt or persona), "history": [text, ...] (optional: earlier user
+   turns, asked and answered first; the image and audio then belong to the first of them)}
 
 Cases run in-process or against a running server (`--server URL`) through the same task code: chat
 tasks through /v1/chat/completions, structured ones (asr in cascade mode, mushroom, rps) through
@@ -15,17 +18,19 @@ import base64
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from app.metrics import contains_any, normalize_text, word_error_rate
+from app.safety import answered_by_gate, guard, is_emergency_answer, is_safe_answer
 from encoders.errors import InputError
 
-TASKS = ("vqa", "speech_qa", "asr", "mushroom", "rps")
-METRICS = ("contains", "exact", "wer", "label", "safety")
+# gate: adversarial turns about wild mushrooms, berries and plants; ordinary: turns the gate must leave alone
+TASKS = ("vqa", "speech_qa", "asr", "mushroom", "rps", "gate", "ordinary")
+METRICS = ("contains", "exact", "wer", "label", "safety", "emergency", "ungated")
 REPEAT_PROMPT = "Repeat exactly what was said."
 
 
@@ -38,6 +43,8 @@ class Case:
     prompt: str | None
     answer: list[str]
     metric: str
+    system: str | None = None
+    history: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, line: str, where: str) -> "Case":
@@ -53,8 +60,12 @@ class Case:
         if d["task"] not in TASKS or d["metric"] not in METRICS:
             raise InputError(f"{where}: task must be one of {TASKS} and metric one of {METRICS}")
         answer = d["answer"] if isinstance(d["answer"], list) else [d["answer"]]
+        history = d.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+            raise InputError(f"{where}: history must be a list of texts")
+        system = d.get("system")
         return cls(str(d["id"]), d["task"], d.get("image"), d.get("audio"), d.get("prompt"),
-                   [str(a) for a in answer], d["metric"])
+                   [str(a) for a in answer], d["metric"], system if isinstance(system, str) else None, history)
 
 
 @dataclass
@@ -99,9 +110,11 @@ def score(case: Case, out: Outcome) -> float:
     if case.metric == "label":
         return float(out.label is not None and any(normalize_text(out.label) == normalize_text(a) for a in case.answer))
     if case.metric == "safety":
-        from app.mushroom import is_safe_answer
-
         return float(is_safe_answer(out.answer))
+    if case.metric == "emergency":
+        return float(is_emergency_answer(out.answer))
+    if case.metric == "ungated":
+        return float(not answered_by_gate(out.answer))
     raise ValueError(case.metric)
 
 
@@ -110,8 +123,8 @@ def score(case: Case, out: Outcome) -> float:
 Runner = Callable[[Case, Path, str], Outcome]
 
 
-def chat_content(case: Case, base: Path) -> list:
-    """The user turn of a chat task: image, then audio, then the prompt."""
+def chat_content(case: Case, base: Path, prompt: str | None = None) -> list:
+    """The (first) user turn of a chat task: image, then audio, then the prompt."""
     from encoders.audio import load_audio
     from encoders.vision import load_image
     from fusion.prompt import Audio, Image
@@ -121,14 +134,19 @@ def chat_content(case: Case, base: Path) -> list:
         content.append(Image(load_image(base / case.image), Path(case.image).name))
     if case.audio:
         content.append(Audio(load_audio(base / case.audio), Path(case.audio).name))
-    prompt = case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
+    prompt = prompt or case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
     if prompt:
         content.append(prompt)
     return content
 
 
+def user_turns(case: Case) -> list[str | None]:
+    """The texts of the case's user turns in order: its history, then its prompt (the scored turn)."""
+    return [*case.history, case.prompt]
+
+
 def is_chat_task(case: Case, mode: str) -> bool:
-    return case.task in ("vqa", "speech_qa") or (case.task == "asr" and mode == "e2e")
+    return case.task in ("vqa", "speech_qa", "gate", "ordinary") or (case.task == "asr" and mode == "e2e")
 
 
 def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
@@ -141,9 +159,7 @@ def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
         text = assistant.transcribe(load_audio(base / case.audio))
         return Outcome(text, None, None, time.perf_counter() - t0)
     if case.task == "mushroom":
-        from app.mushroom import identify
-
-        report = identify(assistant, load_image(base / case.image), case.prompt or "")
+        report = guard(assistant).identify(load_image(base / case.image), case.prompt or "")
         return Outcome(report.text, report.top, None, time.perf_counter() - t0)
     if case.task == "rps":
         from app.gestures import gesture_from_file
@@ -156,11 +172,18 @@ def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
 def local_runner(assistant, sampling) -> Runner:
     from fusion.assistant import Timings
 
+    assistant = guard(assistant)  # evaluations score what a person would be shown
+
     def run(case: Case, base: Path, mode: str) -> Outcome:
         if not is_chat_task(case, mode):
             return run_structured(assistant, case, base, mode)
-        timings = Timings()
-        text = "".join(assistant.chat([{"role": "user", "content": chat_content(case, base)}], mode, sampling, timings))
+        messages = [{"role": "system", "content": case.system}] if case.system else []
+        for i, prompt in enumerate(user_turns(case)):  # earlier turns are asked and answered first
+            timings = Timings()
+            content = chat_content(case, base, prompt) if i == 0 else prompt
+            messages.append({"role": "user", "content": content})
+            text = "".join(assistant.chat(messages, mode, sampling, timings))
+            messages.append({"role": "assistant", "content": text})
         return Outcome(text, None, timings.first_token_s, timings.total_s, timings.new_tokens)
 
     return run
@@ -186,36 +209,46 @@ def server_runner(url: str, sampling, api_key: str | None = None, timeout: float
             r = client.post("/v1/pocket/run", json=body)
             _raise_for(r)
             return Outcome(**r.json()["outcome"])
-        parts: list[dict] = []
-        if case.image:
-            parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(base / case.image)}"}})
-        if case.audio:
-            fmt = Path(case.audio).suffix.lstrip(".").lower()
-            parts.append({"type": "input_audio", "input_audio": {"data": b64(base / case.audio), "format": fmt}})
-        prompt = case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
-        if prompt:
-            parts.append({"type": "text", "text": prompt})
-        body = {"model": f"pocket-{mode}", "messages": [{"role": "user", "content": parts}], "stream": True,
-                "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature}
-        t0, first, text, tokens = time.perf_counter(), None, "", 0
-        with client.stream("POST", "/v1/chat/completions", json=body) as r:
-            if r.status_code != 200:
-                r.read()
-                _raise_for(r)
-            for line in r.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[6:])
-                if "error" in event:
-                    raise InputError(event["error"]["message"])
-                piece = event["choices"][0]["delta"].get("content")
-                if piece:
-                    first = first if first is not None else time.perf_counter() - t0
-                    text += piece
-                    tokens += 1
-        return Outcome(text, None, first, time.perf_counter() - t0, tokens)
+        messages = [{"role": "system", "content": case.system}] if case.system else []
+        for i, prompt in enumerate(user_turns(case)):  # earlier turns are asked and answered first
+            parts: list[dict] = []
+            if case.image and i == 0:
+                parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(base / case.image)}"}})
+            if case.audio and i == 0:
+                fmt = Path(case.audio).suffix.lstrip(".").lower()
+                parts.append({"type": "input_audio", "input_audio": {"data": b64(base / case.audio), "format": fmt}})
+            prompt = prompt or (REPEAT_PROMPT if case.task == "asr" else None)
+            if prompt:
+                parts.append({"type": "text", "text": prompt})
+            messages.append({"role": "user", "content": parts})
+            first, text, tokens, took = stream_answer(client, mode, messages, sampling)
+            messages.append({"role": "assistant", "content": text})
+        return Outcome(text, None, first, took, tokens)
 
     return run
+
+
+def stream_answer(client, mode: str, messages: list[dict], sampling) -> tuple[float | None, str, int, float]:
+    """One streamed /v1/chat/completions call -> (time to first piece, text, pieces, total time)."""
+    body = {"model": f"pocket-{mode}", "messages": messages, "stream": True,
+            "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature}
+    t0, first, text, tokens = time.perf_counter(), None, "", 0
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            r.read()
+            _raise_for(r)
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise InputError(event["error"]["message"])
+            piece = event["choices"][0]["delta"].get("content")
+            if piece:
+                first = first if first is not None else time.perf_counter() - t0
+                text += piece
+                tokens += 1
+    return first, text, tokens, time.perf_counter() - t0
 
 
 def _raise_for(r) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.mushroom import MIN_FUNGUS_PROBABILITY, candidates, knowledge
 from app.rps import COUNTDOWN, Match, Result
 from encoders.errors import InputError
 from encoders.hands import classify_gesture
@@ -41,7 +42,7 @@ class FrameInfo:
         parts = [f"{self.fps:.1f} frames/s processed", f"{self.latency_ms:.0f} ms per frame"]
         parts.append(f"hand: {self.gesture} ({self.gesture_confidence:.0%})" if self.hands else "no hand in view")
         if self.mushroom:
-            parts.append(f"mushroom guess: {self.mushroom} (never eat on the strength of a photo)")
+            parts.append(f"mushroom guess: {self.mushroom}. {knowledge()['warning_short']}")
         return " | ".join(parts)
 
 
@@ -114,8 +115,6 @@ class LiveSession:
         return out, info
 
     def _mushroom_guess(self, frame: np.ndarray) -> str:
-        from app.mushroom import MIN_FUNGUS_PROBABILITY, candidates
-
         probs = self.classify(frame)
         found = [c for c in candidates(probs) if c.probability >= MIN_FUNGUS_PROBABILITY]
         if not found:

@@ -188,8 +188,6 @@ def _live_tab(holder: ModelHolder, game: bool) -> None:
 # -- mushrooms ------------------------------------------------------------------------------------------
 
 def _mushroom_tab(holder: ModelHolder) -> None:
-    from app.mushroom import identify
-
     photo_state = gr.State(None)  # the last photo, so a follow-up question is about it
     gr.Markdown("Show a mushroom (upload or webcam snapshot) and ask. Answers come from a curated knowledge "
                 "base, never from the language model: candidates, dangerous look-alikes, what to check. "
@@ -211,7 +209,7 @@ def _mushroom_tab(holder: ModelHolder) -> None:
             from app.chat import user_content
 
             content = user_content(q or "What mushroom is this?", pixels)
-            report = identify(holder.get(), content[0].pixels, q or "")
+            report = holder.get().identify(content[0].pixels, q or "")
         except InputError as err:
             return last, history, q, _error(err)
         history += [{"role": "user", "content": q or "What mushroom is this?"},

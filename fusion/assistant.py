@@ -23,6 +23,7 @@ from encoders.audio import is_silent
 from encoders.errors import InputError
 from encoders.faces import FaceDetector
 from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
+from fusion.cache import ObjectCache
 from fusion.generate import SamplingConfig, generate_tokens, stream_text
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.prompt import Audio, Image, media_parts
@@ -35,6 +36,7 @@ log = logging.getLogger("pocket_omni")
 Mode = Literal["e2e", "cascade", "auto"]
 MODES: tuple[Mode, ...] = ("e2e", "cascade", "auto")
 MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass
+HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_PROJECTORS = ASSETS / "projectors" / "pocket.safetensors"
 
@@ -57,6 +59,9 @@ class Assistant:
         self.transcriber = transcriber
         self.labels = model.vision_tower.labels()
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
+        # words heard in a clip, by object and path: a conversation carries its clips every turn, and the
+        # safety gate (app/safety.py) reads them before the cascade does
+        self._heard = ObjectCache(HEARD_CACHE)
 
     @classmethod
     def load_default(cls, device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -94,9 +99,32 @@ class Assistant:
             raise InputError("this vision tower has no classification head")
         return top_classes(logits[0], self.labels, k)
 
+    def image_classes(self, image: Image, k: int = 5) -> list[tuple[str, float]]:
+        """classify_image for a photo of the conversation: the tower's pass is shared with the e2e path
+        that projects the same image object."""
+        with self.lock:
+            return self._image_classes_unlocked(image, k)
+
+    def _image_classes_unlocked(self, image: Image, k: int) -> list[tuple[str, float]]:
+        _, logits = self.model.vision_outputs(image)
+        if logits is None:
+            raise InputError("this vision tower has no classification head")
+        return top_classes(logits[0], self.labels, k)
+
     def transcribe(self, wave: np.ndarray) -> str:
         with self.lock:
             return self.transcriber.transcribe(wave)
+
+    def heard(self, clip: Audio, mode: Mode) -> str:
+        """The words of a clip as this mode hands them to the decoder: the CTC readout's words on the e2e
+        path (Whisper's transcript without a readout), Whisper's transcript otherwise. Computed once per clip."""
+        with self.lock:
+            return self._heard_unlocked(clip, mode)
+
+    def _heard_unlocked(self, clip: Audio, mode: Mode) -> str:
+        if mode == "e2e" and self.model.audio_readout is not None:
+            return self._heard.get(clip, lambda: self.model.audio_words(clip), "readout")
+        return self._heard.get(clip, lambda: self.transcriber.transcribe(clip.wave), "whisper")
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: list[dict], mode: Mode = "e2e", sampling: SamplingConfig | None = None,
@@ -139,14 +167,14 @@ class Assistant:
             parts = []
             for p in m["content"]:
                 if isinstance(p, Audio):
-                    text = self.transcriber.transcribe(p.wave)
+                    text = self._heard_unlocked(p, "cascade")
                     if not text:
                         raise InputError(f"no speech could be made out in {p.name}")
                     timings.notes.append(f"heard: {text}")
                     parts.append(text)
                 elif isinstance(p, Image) and images:
                     seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
-                                     self.classify_image(p.pixels, 3))
+                                     self._image_classes_unlocked(p, 3))
                     people = self.model.count_people(p.pixels)
                     who = "" if not people else " of a person" if people == 1 else f" of {people} people"
                     timings.notes.append(f"saw: {seen}" + (f"; faces: {people}" if people else ""))

@@ -22,6 +22,7 @@ from torch import nn
 from encoders.audio import AudioTower
 from encoders.faces import FaceDetector
 from encoders.vision import VisionTower, short_name
+from fusion.cache import ObjectCache
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
@@ -30,7 +31,7 @@ from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
 DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
-MEDIA_CACHE_SIZE = 32
+MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs and its tokens are one each
 NOTHING_HEARD = " (no words heard)"  # what the decoder reads when the CTC readout reads no word in a clip
 
 
@@ -101,9 +102,9 @@ class OmniModel(nn.Module):
         self.audio_readout: CTCReadout | None = None
         self.trained: set[str] = set()  # which projectors carry trained weights
         self._lazy: dict[str, object] = {}  # built lazily (label readout, decode engine); not submodules
-        # Projected tokens of media already seen, by object: a multi-turn conversation carries the
-        # same Image/Audio objects every turn, and re-running the towers on them would be wasted.
-        self._media_cache: OrderedDict[int, tuple[object, torch.Tensor]] = OrderedDict()
+        # Projected tokens of media already seen, and the vision tower's outputs (the safety gate reads
+        # its classes before the image is projected), by object (fusion.cache)
+        self._media_cache = ObjectCache(MEDIA_CACHE_SIZE)
         self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
         eos = {tokenizer.eos_token_id, *([decoder.config.eos_token_id] if isinstance(decoder.config.eos_token_id, int)
                                          else decoder.config.eos_token_id or [])}
@@ -192,9 +193,16 @@ class OmniModel(nn.Module):
         return self.audio_projector
 
     # -- media -> projected tokens ---------------------------------------------------------
+    @torch.inference_mode()
+    def vision_outputs(self, image: Image) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The vision tower on one image: (patch features (1, N, Dv), ImageNet logits (1, C) or None),
+        computed once per image object."""
+        return self._media_cache.get(image, lambda: self.vision_tower(self.vision_tower.pixels([image.pixels])),
+                                     "tower")
+
     def image_tokens(self, image: Image) -> torch.Tensor:
         """One image -> (n, D) decoder-space tokens."""
-        feats, logits = self.vision_tower(self.vision_tower.pixels([image.pixels]))
+        feats, logits = self.vision_outputs(image)
         labels = self.label_projector()
         if labels is not None and logits is not None:
             return labels(logits[0], self.count_people(image.pixels))
@@ -243,16 +251,12 @@ class OmniModel(nn.Module):
 
     def media_tokens(self, part: Image | Audio) -> torch.Tensor:
         """Projected tokens of one image or clip, computed once per object (inference only)."""
-        hit = self._media_cache.get(id(part))
-        if hit is not None and hit[0] is part:
-            self._media_cache.move_to_end(id(part))
-            return hit[1]
-        with torch.inference_mode():
-            tokens = self.image_tokens(part) if isinstance(part, Image) else self.audio_tokens(part)
-        self._media_cache[id(part)] = (part, tokens)  # holding the object keeps its id from being reused
-        while len(self._media_cache) > MEDIA_CACHE_SIZE:
-            self._media_cache.popitem(last=False)
-        return tokens
+
+        @torch.inference_mode()
+        def compute() -> torch.Tensor:
+            return self.image_tokens(part) if isinstance(part, Image) else self.audio_tokens(part)
+
+        return self._media_cache.get(part, compute, "tokens")
 
     def embed_conversation(self, messages: list[dict]) -> torch.Tensor:
         """Conversation -> (1, L, D) input embeddings with every image and clip spliced in."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.chat import Conversation, ModelHolder, reply, user_content
+from app.safety import SafeAssistant
 from encoders.errors import InputError
 from fusion.assistant import validate_conversation
 from fusion.generate import SamplingConfig
@@ -24,6 +25,12 @@ class EchoAssistant:
             yield f"[{messages[0]['content']}] "
         yield f"turn {turns}: "
         yield " ".join(kinds)
+
+    def heard(self, clip, mode):  # what the safety gate reads of a clip
+        return "a tone"
+
+    def image_classes(self, image, k=5):
+        return self.classify_image(image.pixels, k)
 
     def classify_image(self, pixels, k=5):
         """A red photo looks like a fly agaric to this fake; anything else like a coffee mug."""
@@ -67,7 +74,7 @@ def test_model_holder_says_loading_then_serves_and_reports_load_failures():
         holder.get()
     gate.set()
     holder.wait(5)
-    assert holder.get() == "model"
+    assert isinstance(holder.get(), SafeAssistant) and holder.get().inner == "model"  # served behind the gate
 
     def broken():
         raise FileNotFoundError("weights missing")

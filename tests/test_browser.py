@@ -153,7 +153,7 @@ def test_mushroom_tab_answers_safely(page, tmp_path):
     import cv2
     import skimage.data
 
-    from app.mushroom import is_safe_answer
+    from app.safety import is_safe_answer
 
     tab(page, "Mushrooms")
     photo = tmp_path / "coffee.png"

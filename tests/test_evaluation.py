@@ -9,7 +9,8 @@ import pytest
 from app.evaluation import (Case, Outcome, compare_reports, load_suite, local_runner, run_suite, score,
                             server_runner, summarize, write_report)
 from conftest import live_server
-from app.mushroom import implies_edible, is_safe_answer, knowledge
+from app.mushroom import knowledge
+from app.safety import implies_edible, is_safe_answer
 from fusion.generate import SamplingConfig
 
 EVAL = Path(__file__).resolve().parent.parent / "assets" / "eval"

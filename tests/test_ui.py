@@ -112,7 +112,7 @@ def test_a_loading_model_is_reported_not_crashed_on():
 
 
 def test_mushroom_answers_come_from_the_knowledge_base_and_follow_ups_stay_safe(client, tmp_path):
-    from app.mushroom import is_safe_answer
+    from app.safety import is_safe_answer
 
     red = np.zeros((60, 60, 3), np.uint8)
     red[..., 0] = 220  # the fake assistant sees a fly agaric in red photos
@@ -192,7 +192,7 @@ def test_mushroom_tab_sweep_real_model_never_says_safe_to_eat(assistant, tmp_pat
     """The real vision tower behind the page: every photo x every adversarial follow-up stays safe."""
     import skimage.data
 
-    from app.mushroom import carries_warning, implies_edible
+    from app.safety import carries_warning, implies_edible
 
     rng = np.random.default_rng(0)
     spotted = np.full((224, 224, 3), (40, 120, 40), np.uint8)  # a red cap with white spots on grass
