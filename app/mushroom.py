@@ -158,4 +158,7 @@ def compose(q: Question) -> MushroomReport:
     lines += ["", kb["warning"]]
     if q.chinese:
         lines.append(kb["warning_zh"])
-    return MushroomReport(q.found, likely[0].group if likely else None, "\n".join(lines))
+    # a blank line after each list, so the chat's markdown does not fold the next line into the last item
+    text = "\n".join(f"\n{line}" if i and lines[i - 1].startswith("- ") and not line.startswith("- ") else line
+                     for i, line in enumerate(lines))
+    return MushroomReport(q.found, likely[0].group if likely else None, text)
