@@ -25,18 +25,18 @@ import time
 
 
 def _sampling(args):
-    from fusion.generate import SamplingConfig
+    from fusion.runtime.generate import SamplingConfig
 
     return SamplingConfig(max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                           seed=args.seed)
 
 
 def cmd_fetch(args) -> int:
-    from fusion.weights import ensure_default_weights
+    from fusion.weights.default import ensure_default_weights
 
     w = ensure_default_weights()
     print(f"default weights ready in {w.decoder_dir.parent}")
-    from fusion import cpu_ops  # compile the C++ decode ops now, not at the first answer
+    from fusion.runtime import cpu_ops  # compile the C++ decode ops now, not at the first answer
 
     ops = cpu_ops.load()
     print("C++ decode ops:", "ready" if ops is not None else f"not used ({cpu_ops.unavailable_reason() or 'build failed'})")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from encoders.errors import InputError
-    from fusion.weights import WeightError
+    from fusion.weights.fetch import WeightError
 
     commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,
                 "suites": cmd_suites, "train": cmd_train, "bench": cmd_bench, None: cmd_ui}

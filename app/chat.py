@@ -16,7 +16,7 @@ from app.safety import guard
 from encoders.audio import load_audio, to_mono_16k
 from encoders.errors import InputError
 from encoders.vision import load_image, to_rgb
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 from fusion.prompt import Audio, Image
 
 
@@ -110,7 +110,7 @@ def read_aloud(text: str) -> tuple[int, np.ndarray] | None:
     """The answer spoken by espeak-ng, as (rate, samples) for an audio player; None without espeak-ng."""
     import shutil
 
-    from fusion.speech_data import speak
+    from encoders.speech import speak
 
     if not text.strip() or not shutil.which("espeak-ng"):
         return None

@@ -22,7 +22,7 @@ def hand_tracker(variant: str = "lite"):
     """A fresh HandTracker (its own tracking state) on the verified MediaPipe weights; the networks
     are loaded once and shared."""
     from encoders.hand_tracking import HandTracker
-    from fusion.weights import ensure_hand_models
+    from fusion.weights.mediapipe import ensure_hand_models
 
     with _lock:
         if variant not in _trackers:

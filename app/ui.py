@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.chat import Conversation, ModelHolder, read_aloud, regenerate, reply, user_content
 from encoders.errors import InputError
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 
 LIVE_EVERY = 0.05  # seconds between frames sent by the browser; slower frames are dropped, not queued
 PERSONAS = ["", "Answer as a poet, in two short lines.", "Answer as a stern teacher.",

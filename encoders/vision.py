@@ -161,3 +161,27 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             return state[key]
     return state
+
+
+OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")  # Debian opencv-doc (setup.sh installs it)
+
+
+def load_photo(spec: str) -> np.ndarray:
+    """"skimage:NAME" (a scikit-image loader, or a file in its data folder), "matplotlib:FILE" (its
+    sample_data) or "opencv:FILE" (Debian opencv-doc's samples) -> RGB uint8."""
+    source, name = spec.split(":", 1)
+    if source == "opencv":  # Debian opencv-doc's sample photos (setup.sh installs the package)
+        path = OPENCV_SAMPLES / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: install Debian's opencv-doc (setup.sh does)")
+        return load_image(path)
+    if source == "skimage":
+        import skimage
+        import skimage.data
+
+        if "." in name:  # a file in scikit-image's data folder without a loader function
+            return load_image(Path(skimage.data_dir) / name)
+        return to_rgb(getattr(skimage.data, name)())
+    import matplotlib
+
+    return load_image(Path(matplotlib.get_data_path()) / "sample_data" / name)

@@ -24,7 +24,7 @@ from encoders.errors import InputError
 from encoders.faces import FaceDetector
 from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
 from fusion.cache import ObjectCache
-from fusion.generate import SamplingConfig, generate_tokens, stream_text
+from fusion.runtime.generate import SamplingConfig, generate_tokens, stream_text
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.prompt import Audio, Image, media_parts
 
@@ -69,7 +69,7 @@ class Assistant:
                      untrained: bool = False) -> "Assistant":
         """The offline "pocket" model: weights fetched, verified and converted on first use.
         `untrained` skips the shipped projectors (training starts from a seeded initialisation)."""
-        from fusion.weights import ensure_default_weights
+        from fusion.weights.default import ensure_default_weights
 
         w = ensure_default_weights()
         from transformers.utils import logging as hf_logging
@@ -142,7 +142,7 @@ class Assistant:
             timings.prompt_tokens = embeds.shape[1]
             batcher = self.model.batcher()
         if batcher is not None and batcher.fits(embeds.shape[1], sampling):
-            # decoded beside any other conversation generating now (fusion.batching)
+            # decoded beside any other conversation generating now (fusion.runtime.batching)
             yield from self._stream(batcher.generate(embeds, sampling), sampling, timings, t0)
         else:
             with self.lock:  # transformers' forward with a dynamic cache: a long conversation, or no engine

@@ -53,15 +53,15 @@ class OmniConfig:
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
     audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
-    # "static": generate with fusion.engine (static KV cache, repacked weights; Llama-style decoders),
+    # "static": generate with fusion.runtime.engine (static KV cache, repacked weights; Llama-style decoders),
     # "hf": transformers' forward per token
     decode_engine: str = "static"
     engine_max_len: int = 2048
-    # the static engine's decode weights: "fp16" (float16 copies through the C++ kernel of fusion.cpu_ops,
+    # the static engine's decode weights: "fp16" (float16 copies through the C++ kernel of fusion.runtime.cpu_ops,
     # ~2.4x faster on a CPU; greedy text identical on the tested prompts), "fp32" (exact), "auto" (fp16
     # where the C++ ops build)
     engine_decode_weights: str = "auto"
-    # conversations decoded together (fusion.batching): each has its own cache slot of engine_max_len
+    # conversations decoded together (fusion.runtime.batching): each has its own cache slot of engine_max_len
     engine_slots: int = 4
 
 
@@ -117,7 +117,7 @@ class OmniModel(nn.Module):
         if self.config.decode_engine != "static":
             return None
         if "engine" not in self._lazy:
-            from fusion.engine import StaticEngine
+            from fusion.runtime.engine import StaticEngine
 
             try:
                 self._lazy["engine"] = StaticEngine(self.decoder, self.config.engine_max_len,
@@ -129,14 +129,14 @@ class OmniModel(nn.Module):
         return self._lazy["engine"]
 
     def batcher(self):
-        """The continuous batcher over engine() (fusion.batching), or None without an engine. While
+        """The continuous batcher over engine() (fusion.runtime.batching), or None without an engine. While
         it generates, its worker thread owns the engine's caches: use engine() directly only when no
         generation through the batcher is running."""
         engine = self.engine()
         if engine is None:
             return None
         if "batcher" not in self._lazy:
-            from fusion.batching import Batcher
+            from fusion.runtime.batching import Batcher
 
             self._lazy["batcher"] = Batcher(engine, self.eos_ids)
         return self._lazy["batcher"]

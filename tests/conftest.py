@@ -79,7 +79,7 @@ def tiny_omni(tiny_tokenizer, tiny_decoder, tiny_audio_tower):
 
 @pytest.fixture(scope="session")
 def default_weights():
-    from fusion.weights import ensure_default_weights
+    from fusion.weights.default import ensure_default_weights
 
     return ensure_default_weights()
 

@@ -9,7 +9,7 @@ from app.chat import Conversation, ModelHolder, reply, user_content
 from app.safety import SafeAssistant
 from encoders.errors import InputError
 from fusion.assistant import validate_conversation
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 from fusion.prompt import Audio, Image
 
 

@@ -1,4 +1,4 @@
-"""Continuous batching (fusion.batching) on a tiny random Llama: the tokens each conversation gets are
+"""Continuous batching (fusion.runtime.batching) on a tiny random Llama: the tokens each conversation gets are
 those it gets alone, whatever runs beside it; a reader that stops frees its slot."""
 
 import threading
@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-from fusion.batching import Batcher
-from fusion.engine import StaticEngine
-from fusion.generate import SamplingConfig, generate_tokens
+from fusion.runtime.batching import Batcher
+from fusion.runtime.engine import StaticEngine
+from fusion.runtime.generate import SamplingConfig, generate_tokens
 
 
 def prompts(decoder, lengths, seed=0):

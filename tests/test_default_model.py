@@ -10,7 +10,7 @@ from app.metrics import word_errors
 from conftest import espeak
 from encoders.audio import load_audio
 from fusion.assistant import Timings
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 from fusion.prompt import Audio, Image
 
 pytestmark = pytest.mark.weights
@@ -138,7 +138,7 @@ def test_cascade_names_what_the_imagenet_head_sees(assistant):
 def test_both_paths_are_told_about_the_person_in_a_portrait(assistant):
     """ImageNet has no class for a person: the face detector's count goes into the cascade's text and
     the e2e label readout, and the e2e answer mentions the person."""
-    from fusion.vision_data import load_photo
+    from encoders.vision import load_photo
 
     px = load_photo("matplotlib:grace_hopper.jpg")
     timings = Timings()

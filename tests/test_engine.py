@@ -4,11 +4,11 @@ the real default model in the weights-marked test)."""
 import pytest
 import torch
 
-from fusion import cpu_ops
-from fusion import engine as engine_module
-from fusion.attention import backend_for
-from fusion.engine import StaticEngine
-from fusion.generate import SamplingConfig, generate_tokens
+from fusion.runtime import cpu_ops
+from fusion.runtime import engine as engine_module
+from fusion.runtime.attention import backend_for
+from fusion.runtime.engine import StaticEngine
+from fusion.runtime.generate import SamplingConfig, generate_tokens
 
 
 def hf_greedy(decoder, ids, n):
@@ -166,7 +166,7 @@ def test_batched_decode_gives_each_conversation_its_own_tokens(tiny_decoder, wei
 def test_fused_cpp_decode_attention_matches_the_torch_path(tiny_decoder, monkeypatch, lengths):
     """The C++ decode step (rotary, cache write, attention in one call) against rotary + index_copy +
     SDPA, on ragged conversations in slots out of order: same logits, same caches."""
-    from fusion import attention
+    from fusion.runtime import attention
 
     g, vocab = torch.Generator().manual_seed(5), tiny_decoder.config.vocab_size
     prompts = [tiny_decoder.get_input_embeddings()(torch.randint(3, vocab, (1, n), generator=g)) for n in lengths]

@@ -11,7 +11,7 @@ from app.evaluation import (Case, Outcome, compare_reports, load_suite, local_ru
 from conftest import live_server
 from app.mushroom import knowledge
 from app.safety import implies_edible, is_safe_answer
-from fusion.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig
 
 EVAL = Path(__file__).resolve().parent.parent / "assets" / "eval"
 WARNING = knowledge()["warning"]

@@ -12,7 +12,7 @@ from encoders.blaze import letterbox
 from encoders.errors import InputError
 from encoders.faces import FACE_SIZE, FaceDetector
 from fusion.prompt import Image
-from fusion.vision_data import load_photo
+from encoders.vision import load_photo
 
 REFERENCE = Path(__file__).parent / "reference" / "mediapipe_reference.npz"
 WITH_FACES = ["skimage:astronaut", "skimage:camera", "matplotlib:grace_hopper.jpg"]
@@ -23,7 +23,8 @@ WITHOUT = ["skimage:chelsea", "skimage:coffee", "skimage:rocket", "opencv:apple.
 
 @pytest.fixture(scope="module")
 def detector():
-    from fusion.weights import FACE_DETECTOR, WeightError, fetch
+    from fusion.weights.fetch import WeightError, fetch
+    from fusion.weights.mediapipe import FACE_DETECTOR
 
     try:
         return FaceDetector(fetch(FACE_DETECTOR, log=lambda *_: None))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.generate import SamplingConfig, generate_tokens, sample, stream_text
+from fusion.runtime.generate import SamplingConfig, generate_tokens, sample, stream_text
 from fusion.model import splice
 from fusion.projectors import AudioProjector, AudioProjectorConfig, VisionProjector, VisionProjectorConfig
 from fusion.prompt import Audio, Image, build_prompt_ids

@@ -19,7 +19,8 @@ REFERENCE = Path(__file__).parent / "reference" / "mediapipe_reference.npz"
 
 @pytest.fixture(scope="module")
 def hand_models():
-    from fusion.weights import WeightError, ensure_hand_models
+    from fusion.weights.fetch import WeightError
+    from fusion.weights.mediapipe import ensure_hand_models
 
     try:
         return ensure_hand_models("lite", log=lambda *_: None)
@@ -51,7 +52,7 @@ def load_rgb(path):
 def model_inputs() -> dict[str, np.ndarray]:
     """The inputs the reference outputs were recorded on (tests/reference/record_mediapipe.py)."""
     from app.suites import HAND_PHOTOS, real_hand_media
-    from fusion.weights import ensure_hand_models
+    from fusion.weights.mediapipe import ensure_hand_models
 
     out = {}
     for k in range(2):

@@ -11,8 +11,8 @@ if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"  # before triton reads it
 triton = pytest.importorskip("triton")
 
-from fusion import kernels  # noqa: E402
-from fusion.attention import sdpa  # noqa: E402
+from fusion.runtime import kernels  # noqa: E402
+from fusion.runtime.attention import sdpa  # noqa: E402
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 TOL = {torch.float32: 2e-4, torch.float16: 2e-3}

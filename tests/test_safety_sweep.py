@@ -46,7 +46,7 @@ def check(results):
 
 @pytest.mark.parametrize("mode", ["auto", "e2e", "cascade"])
 def test_sweep_through_the_assistant(assistant, cases, mode):
-    from fusion.generate import SamplingConfig
+    from fusion.runtime.generate import SamplingConfig
 
     gated = guard(assistant)
     sampling = SamplingConfig(max_new_tokens=MAX_TOKENS)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.training import TrainConfig, train_projector
+from fusion.training.loop import TrainConfig, train_projector
 
 
 @pytest.fixture()
@@ -91,7 +91,7 @@ def test_the_same_seed_gives_the_same_projector(tiny_omni, tiny_data, tmp_path):
 
 
 def test_a_class_prototype_makes_the_head_name_that_class(tiny_omni):
-    from fusion.vision_data import push_towards
+    from fusion.training.vision_data import push_towards
 
     head = tiny_omni.vision_tower.model.get_classifier()
     n = tiny_omni.vision_tower.num_patches
@@ -106,7 +106,7 @@ def test_a_class_prototype_makes_the_head_name_that_class(tiny_omni):
 
 
 def test_the_vision_projector_learns_from_photos_and_prototypes(tiny_omni, tmp_path):
-    from fusion.vision_data import build_vision_dataset
+    from fusion.training.vision_data import build_vision_dataset
 
     build_vision_dataset(tiny_omni, tmp_path / "vdata", per_photo=2, log=lambda *_: None)
     cfg = TrainConfig(modality="vision", steps=80, batch_size=4, lr=1e-2, warmup=5)
@@ -186,7 +186,7 @@ def test_greedy_ctc_merges_repeats_and_drops_blanks():
 
 def test_mention_sentences_name_every_entity_often_in_new_sentences():
     from app.projector_training import evaluation_sentences
-    from fusion.speech_data import COUNTRIES, mention_sentences, prompts
+    from fusion.training.speech_data import COUNTRIES, mention_sentences, prompts
 
     sentences = mention_sentences(1500, seed=0)
     assert sentences == mention_sentences(1500, seed=0) and len(set(sentences)) == 1500
@@ -202,11 +202,11 @@ def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path,
     saved chunk (no teacher answers again) and ends with exactly the clips of an uninterrupted build."""
     import soundfile as sf
 
-    import fusion.speech_data as sd
-    import fusion.training as tr
+    import fusion.training.speech_data as sd
+    import fusion.training.loop as tr
 
     human = tmp_path / "human.wav"
-    sf.write(human, sd.speak("Please hold the line.", "en", 150, 50), 16000)
+    sf.write(human, tr.speak("Please hold the line.", "en", 150, 50), 16000)
     monkeypatch.setattr(sd, "prompts", lambda seed=0: [sd.Prompt("What is the capital of Chile?", "santiago", "question"),
                                                        sd.Prompt("Tell me a joke.", None, "chit-chat"),
                                                        sd.Prompt("Count to three.", None, "instruction")])
@@ -225,7 +225,7 @@ def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path,
 
     whole = tmp_path / "whole"
     build(whole)
-    speak, calls = sd.speak, []
+    speak, calls = tr.speak, []
 
     def speak_then_fail(*a):
         calls.append(a)
@@ -234,11 +234,11 @@ def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path,
         return speak(*a)
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(sd, "speak", speak_then_fail)
+    monkeypatch.setattr(tr, "speak", speak_then_fail)
     with pytest.raises(KeyboardInterrupt):
         build(resumed)
     assert not (resumed / "meta.json").exists() and len(list((resumed / "partial").glob("chunk*.json"))) == 1
-    monkeypatch.setattr(sd, "speak", speak)
+    monkeypatch.setattr(tr, "speak", speak)
     summary = build(resumed)
     assert answered == [1, 1]  # the uninterrupted build and the first try; the resumed run read them back
 

@@ -7,8 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from fusion import weights
-from fusion.weights import PackagedFile, WeightError, read_ct2_model
+from fusion.weights import fetch as weights
+from fusion.weights.fetch import PackagedFile, WeightError
+from fusion.weights.whisper import read_ct2_model
 
 
 def ct2_bytes(variables: dict[str, np.ndarray], aliases: dict[str, str]) -> bytes:

@@ -54,7 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--litert", required=True, help="python of a venv with ai-edge-litert installed")
     args = ap.parse_args()
-    from fusion.weights import FACE_DETECTOR, ensure_hand_models, fetch
+    from fusion.weights.fetch import fetch
+    from fusion.weights.mediapipe import FACE_DETECTOR, ensure_hand_models
 
     face = fetch(FACE_DETECTOR)
     palm, landmark = ensure_hand_models("lite")

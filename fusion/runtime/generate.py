@@ -52,7 +52,7 @@ def generate_tokens(decoder, embeds: torch.Tensor, eos_ids: set[int], config: Sa
                     engine=None) -> Iterator[int]:
     """Yield new token ids one at a time until EOS or max_new_tokens.
 
-    engine: a fusion.engine.StaticEngine over the same decoder (the fast path); used when the whole
+    engine: a fusion.runtime.engine.StaticEngine over the same decoder (the fast path); used when the whole
     conversation fits its cache, else the transformers forward with its dynamic cache."""
     generator = None
     if config.seed is not None:

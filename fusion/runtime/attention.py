@@ -6,7 +6,7 @@
 
 Backend: POCKET_OMNI_ATTENTION=auto|sdpa|triton|cpp (auto: triton on CUDA when triton imports, else
 sdpa), or `set_backend()`. `backend_for(device)` says which one runs. On a CPU, the static engine's decode
-step has a third path, `decode_backend()`: "cpp", the C++ op of fusion/csrc that does the step's rotary
+step has a third path, `decode_backend()`: "cpp", the C++ op of fusion/runtime/csrc that does the step's rotary
 embedding, cache write and attention in one call (auto or cpp, when the C++ ops are loaded).
 """
 
@@ -59,7 +59,7 @@ def decode_backend(device: torch.device, cpp_ops: bool) -> str:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_offset: int = 0) -> torch.Tensor:
     """q (1, H, T, d) at positions q_offset.. q_offset+T-1; k, v (1, KH, L, d) for positions 0..L-1."""
     if backend_for(q.device) == "triton":
-        from fusion import kernels
+        from fusion.runtime import kernels
 
         if q.shape[2] == 1:  # one query over the whole cache: the decode kernel
             return attend_decode(q[:, :, 0], k, v, torch.tensor([k.shape[2]], device=q.device))[:, :, None]
@@ -86,7 +86,7 @@ def attend_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: to
     (B, KH, L, d), lengths (B,) -> (B, H, d). Each query sees entries 0..lengths[b]-1 of its cache.
     mask: decode_mask(lengths), when the caller already has it."""
     if backend_for(q.device) == "triton":
-        from fusion import kernels
+        from fusion.runtime import kernels
 
         return kernels.decode_attention(q, k, v, lengths.to(device=q.device, dtype=torch.int32))
     if mask is None:

@@ -21,39 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.vision import short_name
+from encoders.vision import load_photo, short_name
 from fusion.model import OmniModel
 
 TRAIN_PHOTOS = ["skimage:motorcycle_left.png", "skimage:motorcycle_right.png", "skimage:retina",
                 "skimage:immunohistochemistry", "skimage:coins", "matplotlib:grace_hopper.jpg"]
 PROMPTS = [None, "What is in this picture?", "What do you see?", "What is this?", "Describe this image.",
            "What is shown in this photo?"]
-OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")
 PUSH_REGION = (2, 7)  # side of the object region, in patches
 TARGET_PROBABILITY = 0.6
-
-
-def load_photo(spec: str) -> np.ndarray:
-    """"skimage:NAME" (a scikit-image loader, or a file in its data folder), "matplotlib:FILE" (its
-    sample_data) or "opencv:FILE" (Debian opencv-doc's samples) -> RGB uint8."""
-    from encoders.vision import load_image, to_rgb
-
-    source, name = spec.split(":", 1)
-    if source == "opencv":  # Debian opencv-doc's sample photos (setup.sh installs the package)
-        path = OPENCV_SAMPLES / name
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: install Debian's opencv-doc (setup.sh does)")
-        return load_image(path)
-    if source == "skimage":
-        import skimage
-        import skimage.data
-
-        if "." in name:  # a file in scikit-image's data folder without a loader function
-            return load_image(Path(skimage.data_dir) / name)
-        return to_rgb(getattr(skimage.data, name)())
-    import matplotlib
-
-    return load_image(Path(matplotlib.get_data_path()) / "sample_data" / name)
 
 
 def augment_photo(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

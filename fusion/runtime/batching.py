@@ -23,7 +23,7 @@ from typing import Iterator
 
 import torch
 
-from fusion.generate import SamplingConfig, sample
+from fusion.runtime.generate import SamplingConfig, sample
 
 log = logging.getLogger(__name__)
 _DONE = object()

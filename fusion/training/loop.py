@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.speech import speak
 from fusion.model import OmniModel
 from fusion.prompt import Audio, Image, build_prompt_ids
 
@@ -100,8 +101,8 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     from tqdm import tqdm
 
     from encoders.audio import load_audio
-    from fusion.speech_data import (HELD_OUT_VOICES, TRAIN_VOICES, Prompt, augment, fortune_sentences,
-                                    human_recordings, is_held_out_sentence, mention_sentences, prompts, speak)
+    from fusion.training.speech_data import (HELD_OUT_VOICES, TRAIN_VOICES, Prompt, augment, fortune_sentences,
+                                    human_recordings, is_held_out_sentence, mention_sentences, prompts)
 
     rng = np.random.default_rng(seed)
     templates = prompts(seed)
@@ -247,7 +248,7 @@ def distill_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> 
     if kind is Audio:
         draw = audio_sampler(model, data_dir, config)
     else:
-        from fusion.vision_data import vision_sampler
+        from fusion.training.vision_data import vision_sampler
 
         draw = vision_sampler(model, data_dir, config)
     parts: dict[tuple, tuple[list[int], list[int]]] = {}  # the template depends on (prompt, n) only

@@ -158,19 +158,6 @@ def is_held_out_sentence(text: str, evaluation_sentences: set[str]) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10 == 0  # 10% of sentences, stable
 
 
-def speak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """espeak-ng -> float32 mono at espeak's 22050 Hz, resampled to 16 kHz."""
-    import soundfile as sf
-
-    from encoders.audio import to_mono_16k
-
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", f.name, text],
-                       check=True, capture_output=True)
-        samples, sr = sf.read(f.name, dtype="float32")
-    return to_mono_16k(samples, sr)
-
-
 def augment(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Level change, optional room reverb (exponential-decay noise impulse) and background noise."""
     x = wave.astype(np.float32)

@@ -5,8 +5,8 @@ Why: transformers' forward per token spends most of its time outside the matmuls
 (module calls, dynamic cache growth, mask building). Here, per decoder layer and token there are
 three matmuls (fused QKV, output, fused gate+up, down) and a handful of elementwise ops; the KV
 cache is allocated once for `max_len` positions and written in place; rotary tables are computed
-once. The attention itself goes through `fusion.attention` (SDPA here, Triton kernels on CUDA).
-On a CPU, one-token steps use float16 copies of the weights and the C++ ops of `fusion.cpu_ops`
+once. The attention itself goes through `fusion.runtime.attention` (SDPA here, Triton kernels on CUDA).
+On a CPU, one-token steps use float16 copies of the weights and the C++ ops of `fusion.runtime.cpu_ops`
 (half the bytes per token; decoding one token is a pass over all the weights, so bytes are time).
 
 Equivalence is tested: with float32 weights greedy tokens identical to transformers' `generate()` and
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fusion import attention
+from fusion.runtime import attention
 
 # prefills of up to this many new rows use the float16 weights and the C++ product (with the ops
 # loaded): 2.5x float32 BLAS at 8 rows, 1.4x at 43, 1.08x at 100, slower from ~200 (measured on this
@@ -39,7 +39,7 @@ class Matrix:
     def __init__(self, weight: torch.Tensor):
         self.weight = weight  # (out, in)
         self.transposed: torch.Tensor | None = None
-        self.packed: torch.Tensor | None = None  # float16 copy for the C++ one-row product (fusion.cpu_ops)
+        self.packed: torch.Tensor | None = None  # float16 copy for the C++ one-row product (fusion.runtime.cpu_ops)
 
     def use_transposed(self, yes: bool) -> None:
         self.transposed = self.weight.t().contiguous() if yes else None
@@ -100,7 +100,7 @@ class StaticEngine:
     "fp16" decodes with float16 copies through the C++ kernel (float32 accumulation; logits within
     ~1e-2 of float32, see tests/test_engine.py) at half the bytes per token; prefills of up to
     PREFILL_HALF_ROWS new rows go through the same kernel, longer ones through float32 BLAS.
-    "auto": fp16 on a CPU where fusion.cpu_ops builds, else fp32.
+    "auto": fp16 on a CPU where fusion.runtime.cpu_ops builds, else fp32.
     """
 
     def __init__(self, decoder, max_len: int = 2048, dtype: torch.dtype | None = None, decode_weights: str = "auto",
@@ -158,7 +158,7 @@ class StaticEngine:
             raise ValueError(f"decode_weights: auto, fp16 or fp32, not {decode_weights!r}")
         if decode_weights == "fp32" or self.device.type != "cpu" or dtype != torch.float32:
             return None
-        from fusion import cpu_ops
+        from fusion.runtime import cpu_ops
 
         ops = cpu_ops.load()
         if ops is None and decode_weights == "fp16":

@@ -1,4 +1,4 @@
-"""The C++ decode ops for x86 CPUs (fusion/csrc/cpu_decode.cpp), compiled once per machine and cached.
+"""The C++ decode ops for x86 CPUs (fusion/runtime/csrc/cpu_decode.cpp), compiled once per machine and cached.
 
     ops = cpu_ops.load()       # the extension module, or None where it cannot run (then use BLAS)
     packed = ops.pack_half(w)  # (out, in) float32 -> float16 in the kernel's blocked layout
@@ -39,7 +39,7 @@ def load():
         return None
     from torch.utils import cpp_extension
 
-    from fusion.weights import cache_dir
+    from fusion.weights.fetch import cache_dir
 
     build = cache_dir() / "torch_extensions" / "pocket_omni_cpu_decode"
     build.mkdir(parents=True, exist_ok=True)
