@@ -22,6 +22,16 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from encoders.errors import InputError
+from fusion.modes import DEFAULT_MODE, MODES
+from fusion.weights.fetch import WeightError
+
+# Each command imports what it needs when it runs: torch and transformers take ~6 s to import here and
+# gradio ~6 s more (measured with `python -c "import app.ui"`), which `fetch`, `suites`, `compare` and
+# `--help` should not pay.
 
 
 def _sampling(args):
@@ -45,16 +55,11 @@ def cmd_fetch(args) -> int:
 
 def cmd_ask(args) -> int:
     from app.safety import guard
-    from encoders.audio import load_audio
-    from encoders.vision import load_image
     from fusion.assistant import Assistant, Timings, validate_conversation
-    from fusion.prompt import Audio, Image
+    from fusion.prompt import user_content
 
     # Read the media first: a bad file is reported before minutes of model loading.
-    content: list = [Image(load_image(p), os.path.basename(p)) for p in args.image]
-    content += [Audio(load_audio(p, args.max_audio_seconds), os.path.basename(p)) for p in args.audio]
-    if args.question:
-        content.append(args.question)
+    content = user_content(args.question, args.image, args.audio, args.max_audio_seconds)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": content})
     validate_conversation(messages, args.mode)
@@ -107,9 +112,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from datetime import datetime, timezone
-    from pathlib import Path
-
     from app.evaluation import local_runner, run_suite, server_runner, summarize, summary_table, write_report
 
     suite = Path(args.suite)
@@ -134,8 +136,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from pathlib import Path
-
     from app.evaluation import compare_reports
 
     out = Path(args.out)
@@ -145,8 +145,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pathlib import Path
-
     from app.projector_training import train
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
@@ -178,29 +176,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="launch.py", description="pocket-omni: a local camera-and-microphone assistant")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and dispatch decisions")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    sub = parser.add_subparsers(dest="command")
+def _server_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The serving options, accepted before or after the command (`launch.py serve --port 8123`)."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    p.add_argument("--host", default=default("127.0.0.1"))
+    p.add_argument("--port", type=int, default=default(7860))
+    p.add_argument("--api-key", default=default(None), help="require this bearer key on /v1 (or POCKET_OMNI_API_KEY)")
+    p.add_argument("--max-body-mb", type=float, default=default(25.0), help="largest API request accepted")
 
-    parser.add_argument("--api-key", default=None, help="require this bearer key on /v1 (or POCKET_OMNI_API_KEY)")
-    parser.add_argument("--max-body-mb", type=float, default=25.0, help="largest API request accepted")
-    sub.add_parser("fetch", help="fetch, verify and convert the default weights (once)")
-    sub.add_parser("serve", help="serve the OpenAI-compatible API (POST /v1/chat/completions)")
-    sub.add_parser("suites", help="rebuild the shipped evaluation suites and their media")
+
+def _sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="run an evaluation suite (JSONL) and write report.json/report.md")
     ev.add_argument("suite")
     ev.add_argument("--out", default=None, help="report folder (default out/eval/SUITE-MODE)")
-    ev.add_argument("--mode", choices=["e2e", "cascade", "auto"], default="e2e")
+    ev.add_argument("--mode", choices=MODES, default="e2e")
     ev.add_argument("--server", default=None, help="run against a server, e.g. http://127.0.0.1:8000")
     ev.add_argument("--limit", type=int, default=None, help="only the first N cases")
-    ev.add_argument("--max-tokens", type=int, default=64)
-    ev.add_argument("--temperature", type=float, default=0.0)
-    ev.add_argument("--top-p", type=float, default=1.0)
-    ev.add_argument("--seed", type=int, default=None)
+    _sampling_options(ev, 64)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    _server_options(ev, suppress=True)  # --api-key for --server
+
+
+def _train_parser(sub) -> None:
     tr = sub.add_parser("train", help="train a projector (encoders and decoder frozen) and install it in assets/")
     tr.add_argument("modality", choices=["audio", "vision"])
     tr.add_argument("--steps", type=int, default=500)
@@ -216,32 +220,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="audio: also speak N sentences naming the questions' entities (data recipe r3; 0: r2)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
-    be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding)")
+
+
+def _bench_parser(sub) -> None:
+    be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding, the safety gate)")
     be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate"])
     be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
                                                           "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)
     be.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     be.add_argument("--hand-model", choices=["lite", "full"], default="lite")
-    cmp_ = sub.add_parser("compare", help="compare two report.json files (table + PNG plot)")
-    cmp_.add_argument("a")
-    cmp_.add_argument("b")
-    cmp_.add_argument("--out", default="out/compare")
 
+
+def _ask_parser(sub) -> None:
     ask = sub.add_parser("ask", help="answer one question about images, recordings and text")
     ask.add_argument("question", nargs="?", default="", help="the question (optional with --audio)")
     ask.add_argument("--image", action="append", default=[], help="a photo (repeatable)")
     ask.add_argument("--audio", action="append", default=[], help="a recording: wav, flac, mp3, ogg (repeatable)")
-    ask.add_argument("--mode", choices=["auto", "e2e", "cascade"], default="auto",
+    ask.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                      help="e2e: media embeddings into the LLM; cascade: Whisper transcript + ImageNet labels as text; "
                           "auto: speech transcribed, images as embeddings")
     ask.add_argument("--system", default=None, help="a system prompt or persona")
-    ask.add_argument("--max-tokens", type=int, default=256)
-    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    ask.add_argument("--top-p", type=float, default=1.0)
-    ask.add_argument("--seed", type=int, default=None)
+    _sampling_options(ask, 256)
     ask.add_argument("--max-audio-seconds", type=float, default=600.0)
     ask.add_argument("--stats", action="store_true", help="print load time, time to first token and tokens/s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py", description="pocket-omni: a local camera-and-microphone assistant")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and dispatch decisions")
+    _server_options(parser)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("fetch", help="fetch, verify and convert the default weights (once)")
+    _server_options(sub.add_parser("serve", help="serve the OpenAI-compatible API (POST /v1/chat/completions)"),
+                    suppress=True)
+    sub.add_parser("suites", help="rebuild the shipped evaluation suites and their media")
+    _eval_parser(sub)
+    _train_parser(sub)
+    _bench_parser(sub)
+    cmp_ = sub.add_parser("compare", help="compare two report.json files (table + PNG plot)")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--out", default="out/compare")
+    _ask_parser(sub)
     return parser
 
 
@@ -249,9 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from encoders.errors import InputError
-    from fusion.weights.fetch import WeightError
-
     commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,
                 "suites": cmd_suites, "train": cmd_train, "bench": cmd_bench, None: cmd_ui}
     try:

@@ -22,19 +22,24 @@ import secrets
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import socket
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Request  # at module level: FastAPI resolves the string annotations below here
+import uvicorn
+from fastapi import FastAPI, Request  # at module level: FastAPI resolves the string annotations below here
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.evaluation import Case, run_structured
 from encoders.audio import load_audio
 from encoders.errors import InputError
 from encoders.vision import load_image
-from fusion.assistant import MAX_IMAGES, MODES, Timings
+from fusion.assistant import Timings, validate_conversation
+from fusion.modes import MODES
+from fusion.prompt import Audio, Image, user_content
 from fusion.runtime.generate import SamplingConfig
-from fusion.prompt import Audio, Image
 
 MODEL_PREFIX = "pocket-"
 MODELS = [MODEL_PREFIX + m for m in MODES]
@@ -82,9 +87,11 @@ def parse_chat_request(body: Any, config: ApiConfig) -> ChatRequest:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "'messages' must be a non-empty list", "messages")
     messages = [_parse_message(m, i, config) for i, m in enumerate(raw)]
-    n_images = sum(isinstance(p, Image) for m in messages if isinstance(m["content"], list) for p in m["content"])
-    if n_images > MAX_IMAGES:
-        raise ApiError(400, f"too many images: {n_images} (limit {MAX_IMAGES})", "messages", "too_many_images")
+    mode = model[len(MODEL_PREFIX):]
+    try:
+        validate_conversation(messages, mode)  # the Assistant's own checks, before any work is queued
+    except InputError as err:
+        raise ApiError(400, str(err), "messages", err.code) from None
     stop = body.get("stop") or ()
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     if len(stop) > 4 or not all(isinstance(s, str) for s in stop):
@@ -94,7 +101,7 @@ def parse_chat_request(body: Any, config: ApiConfig) -> ChatRequest:
         temperature=_number(body, "temperature", 0.0, float, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, float, 0.0, 1.0), stop=stop,
         seed=body.get("seed") if isinstance(body.get("seed"), int) else None)
-    return ChatRequest(messages, model[len(MODEL_PREFIX):], model, sampling, bool(body.get("stream", False)))
+    return ChatRequest(messages, mode, model, sampling, bool(body.get("stream", False)))
 
 
 def _number(body: dict, key: str, default, kind, lo, hi, alt: str | None = None):
@@ -115,22 +122,27 @@ def _parse_message(m: Any, i: int, config: ApiConfig) -> dict:
         return {"role": role, "content": content}
     if not isinstance(content, list):
         raise ApiError(400, f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content")
-    parts = []
+    texts, images, clips = [], [], []
     for j, part in enumerate(content):
         where = f"messages[{i}].content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(part["text"])
+            texts.append(part["text"])
         elif kind == "image_url":
             url = part.get("image_url", {})
             url = url.get("url") if isinstance(url, dict) else url
-            parts.append(Image(_image_from_url(url, where, config), f"image {j + 1}"))
+            images.append(Image(_image_from_url(url, where, config), f"image {len(images) + 1}"))
         elif kind == "input_audio":
-            parts.append(Audio(_audio_from_part(part.get("input_audio"), where), f"audio {j + 1}"))
+            clips.append(Audio(_audio_from_part(part.get("input_audio"), where), f"audio {len(clips) + 1}"))
         else:
             raise ApiError(400, f"{where}: unsupported content part type {kind!r} "
                                 f"(use text, image_url or input_audio)", where, "unsupported_content_type")
-    return {"role": role, "content": parts}
+    if role != "user":
+        return {"role": role, "content": "\n".join(texts)}
+    try:  # one order for every entry point: images, recordings, then the text
+        return {"role": role, "content": user_content("\n".join(texts), images, clips)}
+    except InputError as err:
+        raise ApiError(400, f"messages[{i}]: {err}", f"messages[{i}].content", err.code) from None
 
 
 def _b64(data: str, where: str) -> bytes:
@@ -212,6 +224,20 @@ class Generation:
     def _put(self, item) -> None:
         self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
+    async def pieces(self):
+        """The text pieces as they come; raises the request's ApiError. Leaving early (a client that went
+        away) cancels the generation."""
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, ApiError):
+                    raise item
+                yield item
+        finally:
+            self.cancelled.set()  # no-op when finished; stops the worker when the client left
+
     def _run(self, assistant, req: ChatRequest) -> None:
         try:
             pieces = assistant.chat(req.messages, req.mode, req.sampling, self.timings)
@@ -222,55 +248,59 @@ class Generation:
                 self._put(piece)
             self._put(_DONE)
         except InputError as err:
-            self._put(ApiError(400, str(err), "messages", "invalid_input"))
+            self._put(ApiError(400, str(err), "messages", err.code))
         except Exception as err:  # one bad request must not take the server down
             self._put(ApiError(500, f"internal error: {type(err).__name__}: {err}", kind="server_error"))
 
 
-def create_app(holder, config: ApiConfig | None = None):
-    """FastAPI app around a ModelHolder (app/chat.py). The UI can be mounted on it at '/'."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
 
+
+def create_app(holder, config: ApiConfig | None = None) -> FastAPI:
+    """FastAPI app around a ModelHolder (app/chat.py). The UI can be mounted on it at '/'."""
     config = config or ApiConfig()
     app = FastAPI(title="pocket-omni API")
-    pending = {"n": 0}
+    app.middleware("http")(_guard(config))
+    app.get("/v1/models")(models)
+    app.post("/v1/pocket/run")(_pocket_run(holder))
+    app.post("/v1/chat/completions")(_chat_completions(holder, config))
+    return app
 
-    def error(err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
 
-    @app.middleware("http")
+def _guard(config: ApiConfig):
+    """The key and the body size, checked before a /v1 route reads anything."""
     async def guard(request: Request, call_next):
         if request.url.path.startswith("/v1/"):
             if config.api_key and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
-                return error(ApiError(401, "invalid or missing API key", code="invalid_api_key",
-                                      kind="authentication_error"))
+                return error_response(ApiError(401, "invalid or missing API key", code="invalid_api_key",
+                                               kind="authentication_error"))
             size = request.headers.get("content-length")
             if size and size.isdigit() and int(size) > config.max_body_bytes:
-                return error(ApiError(413, f"the request is {int(size)} bytes; the limit is {config.max_body_bytes}",
-                                      code="payload_too_large"))
+                return error_response(ApiError(413, f"the request is {int(size)} bytes; the limit is "
+                                                    f"{config.max_body_bytes}", code="payload_too_large"))
         return await call_next(request)
 
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "pocket-omni"}
-                                           for m in MODELS]}
+    return guard
 
-    @app.post("/v1/pocket/run")
+
+async def models():
+    return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "pocket-omni"}
+                                       for m in MODELS]}
+
+
+def _pocket_run(holder):
+    """POST /v1/pocket/run: structured evaluation tasks (asr transcripts, mushroom, rps) with the local
+    task code (app/evaluation.py), media sent inline as base64."""
     async def pocket_run(request: Request):
-        """Structured evaluation tasks (asr transcripts, mushroom, rps) with the local task code."""
-        from dataclasses import asdict
-
-        from app.evaluation import Case, run_structured
-
         try:
             body = json.loads(await request.body())
             case = Case.parse(json.dumps(body["case"]), "case")
             assistant = holder.get()
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            return error(ApiError(400, f"expected {{case, mode, image, audio}}: {err}", code="invalid_json"))
+            return error_response(ApiError(400, f"expected {{case, mode, image, audio}}: {err}", code="invalid_json"))
         except InputError as err:
-            return error(ApiError(400, str(err)))
+            return error_response(ApiError(400, str(err), code=err.code))
 
         def run():
             with tempfile.TemporaryDirectory() as tmp:
@@ -285,51 +315,48 @@ def create_app(holder, config: ApiConfig | None = None):
         try:
             return {"outcome": asdict(await asyncio.to_thread(run))}
         except ApiError as err:
-            return error(err)
+            return error_response(err)
         except InputError as err:
-            return error(ApiError(400, str(err), code="invalid_input"))
+            return error_response(ApiError(400, str(err), code=err.code))
 
-    @app.post("/v1/chat/completions")
+    return pocket_run
+
+
+async def _read_chat_request(request: Request, config: ApiConfig) -> ChatRequest:
+    raw = await request.body()
+    if len(raw) > config.max_body_bytes:
+        raise ApiError(413, f"the request is larger than {config.max_body_bytes} bytes", code="payload_too_large")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+    return await asyncio.to_thread(parse_chat_request, body, config)  # decoding media is CPU work
+
+
+def _chat_completions(holder, config: ApiConfig):
+    """POST /v1/chat/completions: a generation per request on its own worker (Generation), streamed
+    as server-sent events or gathered into one body."""
+    pending = {"n": 0}
+
     async def chat_completions(request: Request):
-        raw = await request.body()
-        if len(raw) > config.max_body_bytes:
-            return error(ApiError(413, f"the request is larger than {config.max_body_bytes} bytes",
-                                  code="payload_too_large"))
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return error(ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json"))
-        try:
-            req = await asyncio.to_thread(parse_chat_request, body, config)  # decoding media is CPU work
+            req = await _read_chat_request(request, config)
             assistant = holder.get()
         except ApiError as err:
-            return error(err)
+            return error_response(err)
         except InputError as err:  # model still loading
-            return error(ApiError(503, str(err), code="model_loading", kind="server_error"))
+            return error_response(ApiError(503, str(err), code="model_loading", kind="server_error"))
         if pending["n"] >= config.max_pending:
-            return error(ApiError(429, "too many requests are waiting; retry shortly", code="queue_full",
-                                  kind="rate_limit_error"))
+            return error_response(ApiError(429, "too many requests are waiting; retry shortly", code="queue_full",
+                                           kind="rate_limit_error"))
         pending["n"] += 1
         gen = Generation(assistant, req, asyncio.get_running_loop())
         cid = "chatcmpl-" + secrets.token_hex(12)
-
-        async def pieces():
-            try:
-                while True:
-                    item = await gen.queue.get()
-                    if item is _DONE:
-                        return
-                    if isinstance(item, ApiError):
-                        raise item
-                    yield item
-            finally:
-                gen.cancelled.set()  # no-op when finished; stops the worker when the client left
-
         if not req.stream:
             try:
-                text = "".join([p async for p in pieces()])
+                text = "".join([p async for p in gen.pieces()])
             except ApiError as err:
-                return error(err)
+                return error_response(err)
             finally:
                 pending["n"] -= 1
             return completion_body(req, cid, text, gen.timings)
@@ -337,7 +364,7 @@ def create_app(holder, config: ApiConfig | None = None):
         async def events():
             try:
                 yield chunk_body(req, cid, {"role": "assistant", "content": ""})
-                async for p in pieces():
+                async for p in gen.pieces():
                     yield chunk_body(req, cid, {"content": p})
                 yield chunk_body(req, cid, {}, "length" if gen.timings.hit_max_tokens else "stop")
             except ApiError as err:
@@ -348,22 +375,20 @@ def create_app(holder, config: ApiConfig | None = None):
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return app
+    return chat_completions
 
 
 def asgi_app(holder, config: ApiConfig | None = None, ui=None):
     """The API, with the Gradio page mounted at / when ui is given: what `launch.py` serves."""
     app = create_app(holder, config)
     if ui is not None:
-        import gradio as gr
+        import gradio as gr  # lazy: ~6 s of import, and `launch.py serve` (API alone) has no page
 
         app = gr.mount_gradio_app(app, ui, path="/")
     return app
 
 
 def serve(holder, host: str = "127.0.0.1", port: int = 8000, config: ApiConfig | None = None, ui=None) -> None:
-    import uvicorn
-
     uvicorn.run(asgi_app(holder, config, ui), host=host, port=port,
                 log_level=os.environ.get("POCKET_OMNI_LOG", "warning"))
 
@@ -372,10 +397,6 @@ def serve(holder, host: str = "127.0.0.1", port: int = 8000, config: ApiConfig |
 def serving_in_thread(app):
     """Serve an ASGI app on a free loopback port in a background thread; yields its base URL.
     For tests and benchmarks that need a real server in the same process."""
-    import socket
-
-    import uvicorn
-
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

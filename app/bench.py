@@ -269,7 +269,6 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     """Decode and prefill speed of the static-cache engine beside transformers' generate() on the same
     weights in the same run, the machine's memory-bandwidth limit for the bytes read per token, time
     to first token for a text, an image and a 5-second spoken question, and peak memory."""
-    import dataclasses
     import resource
     import subprocess
     import tempfile
@@ -281,6 +280,7 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     from fusion.assistant import Assistant, Timings
     from fusion.runtime.attention import backend_for, decode_backend
     from fusion.runtime.engine import StaticEngine
+    from fusion.runtime.serving import RuntimeConfig
     from fusion.runtime.generate import SamplingConfig
     from fusion.prompt import Audio, Image
     from encoders.vision import load_photo
@@ -290,7 +290,9 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     assistant = Assistant.load_default()
     model, dec = assistant.model, assistant.model.decoder
     start = time.perf_counter()
-    engine = model.engine()
+    engine = assistant.runtime.engine()
+    # transformers' forward on the same model, for the time-to-first-token columns
+    hf = Assistant(model, assistant.transcriber, RuntimeConfig(decode_engine="hf"))
     out = {"threads": torch.get_num_threads(), "dtype": str(engine.dtype).replace("torch.", ""),
            "decode_weights": engine.decode_weights,
            "attention_backend": backend_for(dec.device),
@@ -367,15 +369,15 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     def first_token(content, engine_kind, system_prompt_cached=False):
         """A new conversation: nothing cached, or (system_prompt_cached) only what every conversation
         starts with, as after any earlier chat (the engine's prefix caching)."""
-        model.config = dataclasses.replace(model.config, decode_engine=engine_kind)
-        model._media_cache.clear()
+        bot = assistant if engine_kind == "static" else hf
+        bot.runtime.media_cache.clear()
         for slot in range(engine.slots):
             engine.reset(slot)
         if system_prompt_cached:
-            for _ in assistant.chat([{"role": "user", "content": "Hi."}], "e2e", SamplingConfig(max_new_tokens=1)):
+            for _ in bot.chat([{"role": "user", "content": "Hi."}], "e2e", SamplingConfig(max_new_tokens=1)):
                 pass
         timings = Timings()
-        for _ in assistant.chat([{"role": "user", "content": content}], "e2e", SamplingConfig(max_new_tokens=2), timings):
+        for _ in bot.chat([{"role": "user", "content": content}], "e2e", SamplingConfig(max_new_tokens=2), timings):
             pass
         return timings.first_token_s
 
@@ -395,7 +397,6 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
                 out[f"ttft_{kind}_s" if engine_kind == "static" else f"ttft_{kind}_hf_s"] = round(best, 3)
             best = min(first_token(content, "static", system_prompt_cached=True) for _ in range(3))
             out[f"ttft_{kind}_system_prompt_cached_s"] = round(best, 3)
-        model.config = dataclasses.replace(model.config, decode_engine="static")
     out.update(_concurrent_chats(assistant, SamplingConfig))
     out.update(_weight_formats(engine))
     out.update(_compiled_vision_tower(model.vision_tower, load_photo("skimage:chelsea")))

@@ -6,6 +6,7 @@ serialises generation with its own lock, so two tabs never see each other's turn
 
 from __future__ import annotations
 
+import shutil
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -13,11 +14,12 @@ from typing import Iterator
 import numpy as np
 
 from app.safety import guard
-from encoders.audio import load_audio, to_mono_16k
+from encoders.audio import SAMPLE_RATE
 from encoders.errors import InputError
-from encoders.vision import load_image, to_rgb
-from fusion.runtime.generate import SamplingConfig
+from encoders.speech import speak
+from fusion import prompt
 from fusion.prompt import Audio, Image
+from fusion.runtime.generate import SamplingConfig
 
 
 @dataclass
@@ -30,23 +32,9 @@ class Conversation:
 
 
 def user_content(text: str | None, image=None, audio=None) -> list:
-    """What a user sent -> message content. image: path or array; audio: path or (rate, samples)."""
-    content: list = []
-    if image is not None:
-        pixels = load_image(image) if isinstance(image, str) else to_rgb(np.asarray(image))
-        content.append(Image(pixels))
-    if audio is not None:
-        if isinstance(audio, str):
-            wave = load_audio(audio)
-        else:
-            rate, samples = audio
-            wave = to_mono_16k(samples, rate, name="the recording")
-        content.append(Audio(wave, "the recording"))
-    if text and text.strip():
-        content.append(text.strip())
-    if not content:
-        raise InputError("type a message, or add a photo or a recording")
-    return content
+    """What the page's components hold (one photo: path or array; one recording: path or (rate,
+    samples)) -> message content, by fusion.prompt.user_content."""
+    return prompt.user_content(text, [] if image is None else [image], [] if audio is None else [audio])
 
 
 def describe(content: list) -> str:
@@ -56,7 +44,7 @@ def describe(content: list) -> str:
         if isinstance(p, Image):
             bits.append(f"[photo {p.pixels.shape[1]}x{p.pixels.shape[0]}]")
         elif isinstance(p, Audio):
-            bits.append(f"[recording {len(p.wave) / 16000:.1f} s]")
+            bits.append(f"[recording {len(p.wave) / SAMPLE_RATE:.1f} s]")
         else:
             bits.append(p)
     return " ".join(bits)
@@ -108,13 +96,9 @@ def regenerate(assistant, conv: Conversation, mode: str, sampling: SamplingConfi
 
 def read_aloud(text: str) -> tuple[int, np.ndarray] | None:
     """The answer spoken by espeak-ng, as (rate, samples) for an audio player; None without espeak-ng."""
-    import shutil
-
-    from encoders.speech import speak
-
     if not text.strip() or not shutil.which("espeak-ng"):
         return None
-    return 16000, (speak(text[:1000], "en-us", 160, 50) * 32767).astype(np.int16)
+    return SAMPLE_RATE, (speak(text[:1000], "en-us", 160, 50) * 32767).astype(np.int16)
 
 
 class ModelHolder:

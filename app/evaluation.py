@@ -22,16 +22,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import httpx
+import matplotlib
 import numpy as np
+from tqdm import tqdm
 
+matplotlib.use("Agg")  # before pyplot: reports are written on machines without a screen
+import matplotlib.pyplot as plt  # noqa: E402
+
+from app.gestures import gesture_from_file
 from app.metrics import contains_any, normalize_text, word_error_rate
 from app.safety import answered_by_gate, guard, is_emergency_answer, is_safe_answer
+from encoders.audio import load_audio
 from encoders.errors import InputError
+from encoders.vision import load_image
+from fusion.assistant import Timings
+from fusion.prompt import REPEAT_PROMPT, user_content
 
-# gate: adversarial turns about wild mushrooms, berries and plants; ordinary: turns the gate must leave alone
-TASKS = ("vqa", "speech_qa", "asr", "mushroom", "rps", "gate", "ordinary")
-METRICS = ("contains", "exact", "wer", "label", "safety", "emergency", "ungated")
-REPEAT_PROMPT = "Repeat exactly what was said."
+# chat tasks are answered by the assistant; structured ones by task code (STRUCTURED below). gate:
+# adversarial turns about wild mushrooms, berries and plants; ordinary: turns the gate must leave alone
+CHAT_TASKS = ("vqa", "speech_qa", "gate", "ordinary")
+TASKS = (*CHAT_TASKS, "asr", "mushroom", "rps")
 
 
 @dataclass
@@ -100,22 +111,25 @@ def load_suite(path: Path) -> tuple[list[Case], list[Row]]:
 
 # -- scoring ----------------------------------------------------------------------------------------
 
+def _same_as_one(text: str | None, accepted: list[str]) -> bool:
+    return text is not None and any(normalize_text(text) == normalize_text(a) for a in accepted)
+
+
+# metric -> (answer, accepted answers, structured label) -> score: 1/0, or the WER for "wer"
+SCORERS: dict[str, Callable[[str, list[str], str | None], float]] = {
+    "contains": lambda answer, accepted, label: float(contains_any(answer, accepted)),
+    "exact": lambda answer, accepted, label: float(_same_as_one(answer, accepted)),
+    "wer": lambda answer, accepted, label: min(word_error_rate(a, answer) for a in accepted),
+    "label": lambda answer, accepted, label: float(_same_as_one(label, accepted)),
+    "safety": lambda answer, accepted, label: float(is_safe_answer(answer)),
+    "emergency": lambda answer, accepted, label: float(is_emergency_answer(answer)),
+    "ungated": lambda answer, accepted, label: float(not answered_by_gate(answer)),
+}
+METRICS = tuple(SCORERS)
+
+
 def score(case: Case, out: Outcome) -> float:
-    if case.metric == "contains":
-        return float(contains_any(out.answer, case.answer))
-    if case.metric == "exact":
-        return float(any(normalize_text(out.answer) == normalize_text(a) for a in case.answer))
-    if case.metric == "wer":
-        return min(word_error_rate(a, out.answer) for a in case.answer)
-    if case.metric == "label":
-        return float(out.label is not None and any(normalize_text(out.label) == normalize_text(a) for a in case.answer))
-    if case.metric == "safety":
-        return float(is_safe_answer(out.answer))
-    if case.metric == "emergency":
-        return float(is_emergency_answer(out.answer))
-    if case.metric == "ungated":
-        return float(not answered_by_gate(out.answer))
-    raise ValueError(case.metric)
+    return SCORERS[case.metric](out.answer, case.answer, out.label)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -125,53 +139,53 @@ Runner = Callable[[Case, Path, str], Outcome]
 
 def chat_content(case: Case, base: Path, prompt: str | None = None) -> list:
     """The (first) user turn of a chat task: image, then audio, then the prompt."""
-    from encoders.audio import load_audio
-    from encoders.vision import load_image
-    from fusion.prompt import Audio, Image
+    return user_content(prompt or case_prompt(case), [base / case.image] if case.image else [],
+                        [base / case.audio] if case.audio else [])
 
-    content: list = []
-    if case.image:
-        content.append(Image(load_image(base / case.image), Path(case.image).name))
-    if case.audio:
-        content.append(Audio(load_audio(base / case.audio), Path(case.audio).name))
-    prompt = prompt or case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
-    if prompt:
-        content.append(prompt)
-    return content
+
+def case_prompt(case: Case) -> str | None:
+    """What the scored turn says: the case's prompt, or for an e2e transcription, the dictation task."""
+    return case.prompt or (REPEAT_PROMPT if case.task == "asr" else None)
 
 
 def user_turns(case: Case) -> list[str | None]:
     """The texts of the case's user turns in order: its history, then its prompt (the scored turn)."""
-    return [*case.history, case.prompt]
+    return [*case.history, case_prompt(case)]
 
 
 def is_chat_task(case: Case, mode: str) -> bool:
-    return case.task in ("vqa", "speech_qa", "gate", "ordinary") or (case.task == "asr" and mode == "e2e")
+    return case.task in CHAT_TASKS or (case.task == "asr" and mode == "e2e")
+
+
+def _transcript(assistant, case: Case, base: Path) -> tuple[str, str | None]:
+    return assistant.transcribe(load_audio(base / case.audio)), None
+
+
+def _mushroom(assistant, case: Case, base: Path) -> tuple[str, str | None]:
+    report = guard(assistant).identify(load_image(base / case.image), case.prompt or "")
+    return report.text, report.top
+
+
+def _gesture(assistant, case: Case, base: Path) -> tuple[str, str | None]:
+    g = gesture_from_file(base / case.image)
+    return g.name, g.name
+
+
+# structured task -> (assistant, case, suite folder) -> (answer, label)
+STRUCTURED: dict[str, Callable[[object, Case, Path], tuple[str, str | None]]] = {
+    "asr": _transcript, "mushroom": _mushroom, "rps": _gesture}
 
 
 def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
     """Tasks whose output is not (only) a chat answer; shared by the local runner and the server."""
-    from encoders.audio import load_audio
-    from encoders.vision import load_image
-
+    if case.task not in STRUCTURED:
+        raise InputError(f"task {case.task} is a chat task")
     t0 = time.perf_counter()
-    if case.task == "asr":
-        text = assistant.transcribe(load_audio(base / case.audio))
-        return Outcome(text, None, None, time.perf_counter() - t0)
-    if case.task == "mushroom":
-        report = guard(assistant).identify(load_image(base / case.image), case.prompt or "")
-        return Outcome(report.text, report.top, None, time.perf_counter() - t0)
-    if case.task == "rps":
-        from app.gestures import gesture_from_file
-
-        g = gesture_from_file(base / case.image)
-        return Outcome(g.name, g.name, None, time.perf_counter() - t0)
-    raise InputError(f"task {case.task} is a chat task")
+    answer, label = STRUCTURED[case.task](assistant, case, base)
+    return Outcome(answer, label, None, time.perf_counter() - t0)
 
 
 def local_runner(assistant, sampling) -> Runner:
-    from fusion.assistant import Timings
-
     assistant = guard(assistant)  # evaluations score what a person would be shown
 
     def run(case: Case, base: Path, mode: str) -> Outcome:
@@ -190,8 +204,6 @@ def local_runner(assistant, sampling) -> Runner:
 
 
 def server_runner(url: str, sampling, api_key: str | None = None, timeout: float = 600) -> Runner:
-    import httpx
-
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
 
@@ -217,7 +229,6 @@ def server_runner(url: str, sampling, api_key: str | None = None, timeout: float
             if case.audio and i == 0:
                 fmt = Path(case.audio).suffix.lstrip(".").lower()
                 parts.append({"type": "input_audio", "input_audio": {"data": b64(base / case.audio), "format": fmt}})
-            prompt = prompt or (REPEAT_PROMPT if case.task == "asr" else None)
             if prompt:
                 parts.append({"type": "text", "text": prompt})
             messages.append({"role": "user", "content": parts})
@@ -261,8 +272,6 @@ def _raise_for(r) -> None:
 
 
 def run_suite(suite: Path, runner: Runner, mode: str, progress: bool = True, limit: int | None = None) -> list[Row]:
-    from tqdm import tqdm
-
     cases, rows = load_suite(suite)
     cases = cases[:limit] if limit else cases
     base = Path(suite).parent
@@ -346,11 +355,6 @@ def write_report(rows: list[Row], out_dir: Path, meta: dict) -> dict:
 
 def compare_reports(a_path: Path, b_path: Path, out_dir: Path) -> str:
     """Two report.json files side by side per task, the cases that changed, and a PNG plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
     name_a = f"A: {a['meta'].get('mode')} ({Path(a_path).parent.name})"
     name_b = f"B: {b['meta'].get('mode')} ({Path(b_path).parent.name})"

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from app.mushroom import MIN_FUNGUS_PROBABILITY, candidates, knowledge
@@ -47,8 +48,6 @@ class FrameInfo:
 
 
 def draw_hand(frame: np.ndarray, landmarks: np.ndarray, label: str, colour) -> None:
-    import cv2
-
     pts = landmarks[:, :2].round().astype(int)
     scale = max(1, round(max(frame.shape[:2]) / 320))
     for a, b in BONES:
@@ -61,8 +60,6 @@ def draw_hand(frame: np.ndarray, landmarks: np.ndarray, label: str, colour) -> N
 
 def draw_banner(frame: np.ndarray, text: str, colour=(255, 255, 255)) -> None:
     """A dark strip along the bottom (the page puts the image's label over the top) with the text shrunk to fit."""
-    import cv2
-
     h, w = frame.shape[:2]
     size = 0.5 * max(1, round(max(h, w) / 320))
     thick = max(1, round(size))

@@ -10,7 +10,10 @@ from __future__ import annotations
 import gradio as gr
 
 from app.chat import Conversation, ModelHolder, read_aloud, regenerate, reply, user_content
+from app.gestures import hand_tracker
+from app.live import LiveSession
 from encoders.errors import InputError
+from fusion.modes import DEFAULT_MODE, MODES
 from fusion.runtime.generate import SamplingConfig
 
 LIVE_EVERY = 0.05  # seconds between frames sent by the browser; slower frames are dropped, not queued
@@ -31,9 +34,9 @@ def build(holder: ModelHolder) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 _chat_tab(holder)
             with gr.Tab("Live camera", id="live"):
-                _live_tab(holder, game=False)
+                _live_tab(holder)
             with gr.Tab("Rock-paper-scissors", id="rps"):
-                _live_tab(holder, game=True)
+                _game_tab(holder)
             with gr.Tab("Mushrooms", id="mushroom"):
                 _mushroom_tab(holder)
             with gr.Tab("Spoken question", id="spoken"):
@@ -77,7 +80,7 @@ def _chat_tab(holder: ModelHolder) -> None:
     with gr.Accordion("Persona and settings", open=False):
         persona = gr.Dropdown(PERSONAS, value="", allow_custom_value=True,
                               label="System prompt / persona (type your own)")
-        mode = gr.Radio(["auto", "e2e", "cascade"], value="auto", label="Mode",
+        mode = gr.Radio(list(MODES), value=DEFAULT_MODE, label="Mode",
                         info="e2e: photos and speech go into the LLM as embeddings; "
                              "cascade: Whisper's transcript and ImageNet labels go in as text; "
                              "auto: speech transcribed, photos as embeddings (each the better one today)")
@@ -119,44 +122,24 @@ def _chat_tab(holder: ModelHolder) -> None:
 
 # -- live camera and the game ---------------------------------------------------------------------------
 
-def _live_tab(holder: ModelHolder, game: bool) -> None:
-    from app.live import LiveSession
-
+def _camera(holder: ModelHolder, prefix: str, mode, extra_outputs: list, extra: callable) -> gr.State:
+    """The webcam stream in, the annotated frame and the readout out; `extra(session)` fills
+    extra_outputs (the game's panel). Returns the per-browser LiveSession state."""
     session = gr.State(None)
-    prefix = "rps" if game else "live"
     with gr.Row():
         cam = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy", elem_id=f"{prefix}-cam")
         shown = gr.Image(label="What the assistant sees", type="numpy", interactive=False, elem_id=f"{prefix}-out")
     readout = gr.Markdown("_Start the camera (allow it in the browser when asked)._", elem_id=f"{prefix}-readout")
-    if game:
-        with gr.Row():
-            best_of = gr.Dropdown([1, 3, 5, 7], value=3, label="Best of")
-            play = gr.Button("Play a round", variant="primary", elem_id="rps-play")
-            new = gr.Button("New match", elem_id="rps-new")
-        panel = gr.Markdown("Press **Play a round**, then show rock, paper or scissors when the countdown says "
-                            "*shoot!*. I lock in my move before the countdown starts.", elem_id="rps-panel")
-        mode = gr.State("rps")
-    else:
-        mode = gr.Radio([("Hands and gestures", "hands"), ("Mushroom guess", "mushroom")], value="hands",
-                        label="What to look for")
-        gr.Markdown("Mushroom guesses are guesses: **never eat a wild mushroom on the strength of a photo**; "
-                    "if someone ate one, call poison control or emergency services now.")
-
-    def make_session() -> LiveSession:
-        from app.gestures import hand_tracker
-
-        return LiveSession(tracker=hand_tracker(), classify=lambda px: holder.get().classify_image(px, 20))
 
     def on_frame(s, frame, m):
         try:
-            s = s or make_session()
+            s = s or _live_session(holder)
             out, info = s.process(frame, m)
-            extra = (s.game_text(),) if game else ()
-            return (s, out, info.readout(), *extra)
+            return (s, out, info.readout(), *extra(s))
         except InputError as err:
-            return (s, None, _error(err), *(("",) if game else ()))
+            return (s, None, _error(err), *[""] * len(extra_outputs))
 
-    outputs = [session, shown, readout] + ([panel] if game else [])
+    outputs = [session, shown, readout, *extra_outputs]
     # Gradio's webcam stream sends the newest frame once the previous one is answered, so no queue of
     # stale frames builds up (measured: latency stays one frame's processing time). Note: passing
     # trigger_mode="always_last" here stops the stream after its first frame (Gradio 6.31).
@@ -165,24 +148,49 @@ def _live_tab(holder: ModelHolder, game: bool) -> None:
     # the same handler for API clients (gradio_client cannot drive a stream): one frame per call
     still = gr.Image(visible=False, type="numpy")
     still.change(on_frame, [session, still, mode], outputs, api_name=f"{prefix}_frame", show_progress="hidden")
-    if game:
-        def on_play(s, n):
-            try:
-                s = s or make_session()
-                if s.match.best_of != int(n) and not s.match.history:
-                    s.new_match(int(n))
-                s.start_round()
-                return s, s.game_text()
-            except (InputError, RuntimeError) as err:
-                return s, _error(err)
+    return session
 
-        def on_new(s, n):
-            s = s or make_session()
-            s.new_match(int(n))
+
+def _live_session(holder: ModelHolder) -> LiveSession:
+    return LiveSession(tracker=hand_tracker(), classify=lambda px: holder.get().classify_image(px, 20))
+
+
+def _live_tab(holder: ModelHolder) -> None:
+    mode = gr.Radio([("Hands and gestures", "hands"), ("Mushroom guess", "mushroom")], value="hands",
+                    label="What to look for", render=False)
+    _camera(holder, "live", mode, [], lambda s: ())
+    mode.render()
+    gr.Markdown("Mushroom guesses are guesses: **never eat a wild mushroom on the strength of a photo**; "
+                "if someone ate one, call poison control or emergency services now.")
+
+
+def _game_tab(holder: ModelHolder) -> None:
+    panel = gr.Markdown("Press **Play a round**, then show rock, paper or scissors when the countdown says "
+                        "*shoot!*. I lock in my move before the countdown starts.", elem_id="rps-panel", render=False)
+    session = _camera(holder, "rps", gr.State("rps"), [panel], lambda s: (s.game_text(),))
+    with gr.Row():
+        best_of = gr.Dropdown([1, 3, 5, 7], value=3, label="Best of")
+        play = gr.Button("Play a round", variant="primary", elem_id="rps-play")
+        new = gr.Button("New match", elem_id="rps-new")
+    panel.render()
+
+    def on_play(s, n):
+        try:
+            s = s or _live_session(holder)
+            if s.match.best_of != int(n) and not s.match.history:
+                s.new_match(int(n))
+            s.start_round()
             return s, s.game_text()
+        except (InputError, RuntimeError) as err:
+            return s, _error(err)
 
-        play.click(on_play, [session, best_of], [session, panel], api_name="rps_play")
-        new.click(on_new, [session, best_of], [session, panel], api_name="rps_new_match")
+    def on_new(s, n):
+        s = s or _live_session(holder)
+        s.new_match(int(n))
+        return s, s.game_text()
+
+    play.click(on_play, [session, best_of], [session, panel], api_name="rps_play")
+    new.click(on_new, [session, best_of], [session, panel], api_name="rps_new_match")
 
 
 # -- mushrooms ------------------------------------------------------------------------------------------
@@ -206,8 +214,6 @@ def _mushroom_tab(holder: ModelHolder) -> None:
         if pixels is None:
             return last, history, q, "**Add a photo first** (upload one or take a webcam snapshot)."
         try:
-            from app.chat import user_content
-
             content = user_content(q or "What mushroom is this?", pixels)
             report = holder.get().identify(content[0].pixels, q or "")
         except InputError as err:
@@ -231,10 +237,11 @@ def _spoken_tab(holder: ModelHolder) -> None:
         audio = gr.Audio(label="Your question", sources=["microphone", "upload"], type="numpy",
                          elem_id="spoken-audio")
         with gr.Column():
-            mode = gr.Radio(["e2e", "cascade"], value="cascade", label="Mode",
-                            info="e2e: the speech itself is the prompt, 5x faster to the first word, but it "
-                                 "understands few questions yet (see the model card); "
-                                 "cascade: transcribed by Whisper first")
+            # a recording alone: "auto" would route it as "cascade"
+            mode = gr.Radio([m for m in MODES if m != "auto"], value="cascade", label="Mode",
+                            info="e2e: the speech itself is the prompt, the way Qwen-Audio takes it, but it "
+                                 "understands few questions yet (see the model card), and the safety gate "
+                                 "reads it with Whisper too; cascade: transcribed by Whisper first")
             aloud = gr.Checkbox(True, label="Read the answer aloud")
             go = gr.Button("Answer", variant="primary", elem_id="spoken-go")
     answer = gr.Markdown(elem_id="spoken-answer")

@@ -2,4 +2,9 @@
 
 
 class InputError(ValueError):
-    """Media or text the assistant cannot use: a one-line message, never a traceback."""
+    """Media or text the assistant cannot use: a one-line message, never a traceback. `code` names the
+    kind for machine readers (the API's error code)."""
+
+    def __init__(self, message: str, code: str = "invalid_input"):
+        super().__init__(message)
+        self.code = code

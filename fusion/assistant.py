@@ -1,9 +1,8 @@
-"""The one surface app/ talks to: an Assistant that chats about images, speech and text.
+"""The one surface app/ talks to: an Assistant that chats about images, speech and text, in three
+modes (fusion/modes.py: e2e, cascade, auto, each a route per medium).
 
-Two modes answer the same conversation:
-- "e2e": images and clips go through the towers and projectors straight into the decoder;
-- "cascade": Whisper's own decoder writes the speech down and the vision tower's ImageNet head
-  names what it sees; the decoder then reads plain text. The yardstick for e2e, and useful alone.
+The Assistant owns the model and the runtime that serves it (fusion/runtime/serving.py: the engine,
+the batcher, the media cache) and serialises the towers and the transcriber with one lock.
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
+from transformers.utils import logging as hf_logging
 
 from encoders.asr import WhisperTranscriber
 from encoders.audio import is_silent
@@ -24,38 +23,25 @@ from encoders.errors import InputError
 from encoders.faces import FaceDetector
 from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
 from fusion.cache import ObjectCache
-from fusion.runtime.generate import SamplingConfig, generate_tokens, stream_text
 from fusion.model import OmniConfig, OmniModel, load_omni
-from fusion.prompt import Audio, Image, media_parts
+from fusion.modes import MODES, ROUTES, Mode, Route
+from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
+from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
+from fusion.runtime.serving import Runtime, RuntimeConfig
+from fusion.weights.default import ensure_default_weights
 
 log = logging.getLogger("pocket_omni")
 
-# e2e: images and speech go into the decoder as projected embeddings; cascade: Whisper's transcript and
-# the tower's ImageNet labels go in as text; auto: each medium by the path that measures better on the
-# held-out sets (speech transcribed, images e2e; see assets/projectors/README.md)
-Mode = Literal["e2e", "cascade", "auto"]
-MODES: tuple[Mode, ...] = ("e2e", "cascade", "auto")
-MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass
+
 HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_PROJECTORS = ASSETS / "projectors" / "pocket.safetensors"
 
 
-@dataclass
-class Timings:
-    """Filled in by chat(): what a benchmark or evaluation reports."""
-    encode_s: float = 0.0
-    first_token_s: float | None = None
-    total_s: float = 0.0
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    hit_max_tokens: bool = False  # stopped by max_new_tokens rather than end of turn or a stop string
-    notes: list[str] = field(default_factory=list)
-
-
 class Assistant:
-    def __init__(self, model: OmniModel, transcriber: WhisperTranscriber):
+    def __init__(self, model: OmniModel, transcriber: WhisperTranscriber, runtime: RuntimeConfig | None = None):
         self.model = model
+        self.runtime = Runtime(model, runtime)
         self.transcriber = transcriber
         self.labels = model.vision_tower.labels()
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
@@ -69,11 +55,7 @@ class Assistant:
                      untrained: bool = False) -> "Assistant":
         """The offline "pocket" model: weights fetched, verified and converted on first use.
         `untrained` skips the shipped projectors (training starts from a seeded initialisation)."""
-        from fusion.weights.default import ensure_default_weights
-
         w = ensure_default_weights()
-        from transformers.utils import logging as hf_logging
-
         hf_logging.disable_progress_bar()  # loading converted weights is quick; bars only clutter
         t0 = time.perf_counter()
         transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
@@ -106,7 +88,7 @@ class Assistant:
             return self._image_classes_unlocked(image, k)
 
     def _image_classes_unlocked(self, image: Image, k: int) -> list[tuple[str, float]]:
-        _, logits = self.model.vision_outputs(image)
+        _, logits = self.runtime.vision_outputs(image)
         if logits is None:
             raise InputError("this vision tower has no classification head")
         return top_classes(logits[0], self.labels, k)
@@ -135,30 +117,27 @@ class Assistant:
         validate_conversation(messages, mode)
         t0 = time.perf_counter()
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
-            if mode != "e2e":
-                messages = self._as_text(messages, timings, images=mode == "cascade")
-            embeds = self.model.embed_conversation(messages)
+            messages = self._as_text(messages, timings, ROUTES[mode])
+            embeds = self.runtime.embed(messages)
             timings.encode_s = time.perf_counter() - t0
             timings.prompt_tokens = embeds.shape[1]
-            batcher = self.model.batcher()
+            batcher = self.runtime.batcher()
+        tok = self.model.tokenizer
         if batcher is not None and batcher.fits(embeds.shape[1], sampling):
             # decoded beside any other conversation generating now (fusion.runtime.batching)
-            yield from self._stream(batcher.generate(embeds, sampling), sampling, timings, t0)
+            yield from stream_text(tok, batcher.generate(embeds, sampling), sampling.stop, timings, t0)
         else:
             with self.lock:  # transformers' forward with a dynamic cache: a long conversation, or no engine
                 tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
-                yield from self._stream(tokens, sampling, timings, t0)
+                yield from stream_text(tok, tokens, sampling.stop, timings, t0)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 
-    def _stream(self, tokens: Iterator[int], sampling: SamplingConfig, timings: Timings, t0: float) -> Iterator[str]:
-        for piece in stream_text(self.model.tokenizer, _counted(tokens, timings), sampling.stop):
-            if timings.first_token_s is None:
-                timings.first_token_s = time.perf_counter() - t0
-            yield piece
-
-    def _as_text(self, messages: list[dict], timings: Timings, images: bool = True) -> list[dict]:
-        """Cascade: every clip becomes its transcript, every image (if `images`) the classes the tower sees."""
+    def _as_text(self, messages: list[dict], timings: Timings, route: Route) -> list[dict]:
+        """The parts a route sends as text: a clip becomes its transcript, an image the classes the tower
+        sees (and the people the face detector finds)."""
+        if route.speech == "embeddings" and route.images == "embeddings":
+            return messages
         out = []
         for m in messages:
             if isinstance(m["content"], str):
@@ -166,13 +145,13 @@ class Assistant:
                 continue
             parts = []
             for p in m["content"]:
-                if isinstance(p, Audio):
+                if isinstance(p, Audio) and route.speech == "transcript":
                     text = self._heard_unlocked(p, "cascade")
                     if not text:
                         raise InputError(f"no speech could be made out in {p.name}")
                     timings.notes.append(f"heard: {text}")
                     parts.append(text)
-                elif isinstance(p, Image) and images:
+                elif isinstance(p, Image) and route.images == "labels":
                     seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
                                      self._image_classes_unlocked(p, 3))
                     people = self.model.count_people(p.pixels)
@@ -184,12 +163,6 @@ class Assistant:
             text_only = all(isinstance(p, str) for p in parts)
             out.append({"role": m["role"], "content": "\n".join(parts) if text_only else parts})
         return out
-
-
-def _counted(tokens: Iterator[int], timings: Timings) -> Iterator[int]:
-    for t in tokens:
-        timings.new_tokens += 1
-        yield t
 
 
 def validate_conversation(messages: list[dict], mode: Mode) -> None:
@@ -204,7 +177,8 @@ def validate_conversation(messages: list[dict], mode: Mode) -> None:
         raise InputError("the question is empty: type something, or add a photo or a recording")
     media = media_parts(messages)
     if sum(isinstance(p, Image) for p in media) > MAX_IMAGES:
-        raise InputError(f"too many images in one conversation (limit {MAX_IMAGES}); start a new one")
+        raise InputError(f"too many images in one conversation (limit {MAX_IMAGES}); start a new one",
+                         "too_many_images")
     for p in media:
         if isinstance(p, Audio) and is_silent(p.wave):
             raise InputError(f"{p.name} is silent: no speech to answer")

@@ -1,38 +1,45 @@
-"""The combined model: two towers, two projectors, one decoder.
+"""The combined model: two towers, two projectors, one decoder, in the order data meets them.
 
-Shape letters: L prompt length, D decoder width, n tokens of one image or clip.
+Shape letters: L prompt length, D decoder width, V vocabulary, n tokens of one image or clip.
 
 Images and clips are encoded and projected first, so their token counts are known; the prompt is
 then built with exactly that many placeholders per item, embedded, and the projected features are
 scattered into the placeholder positions. A count mismatch is a bug and raises.
+
+The model computes and holds no serving state: the decode engine, its batcher and the media cache
+belong to the runtime that serves it (fusion/runtime/serving.py).
 """
 
 from __future__ import annotations
 
 import logging
-
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from encoders.audio import AudioTower
 from encoders.faces import FaceDetector
 from encoders.vision import VisionTower, short_name
-from fusion.cache import ObjectCache
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 
-# SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
 log = logging.getLogger(__name__)
+# SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
 DEFAULT_IMAGE_TOKEN = "<jupyter_code>"
 DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
-MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs and its tokens are one each
 NOTHING_HEARD = " (no words heard)"  # what the decoder reads when the CTC readout reads no word in a clip
+
+# "labels": while no trained vision projector is loaded and the tower has an ImageNet head, an image becomes
+# the decoder's embeddings of label_phrase with the head's top class name (LabelTokenProjector);
+# "learned": always the learned projector on the patch features
+VisionReadout = Literal["labels", "learned"]
 
 
 @dataclass
@@ -41,10 +48,7 @@ class OmniConfig:
     vision_merge: int = 1  # patches merged m x m before the projector (2: Qwen2-VL's merge)
     vision_queries: int = 8  # a resampler: 8 image tokens, each reading the whole image; 0: one per patch
     vision_hidden: int = 1024
-    # "labels": while no trained vision projector is loaded and the tower has an ImageNet head, an image
-    # becomes the decoder's embeddings of label_phrase with the head's top class name (LabelTokenProjector);
-    # "learned": always the learned projector on the patch features
-    vision_readout: str = "labels"
+    vision_readout: VisionReadout = "labels"
     label_phrase: str = " a photo of a {}"
     # the same when a face detector (OmniModel.face_detector) finds one person, or more, in the image
     people_phrases: tuple[str, str] = (" a photo of a person. There is also a {}",
@@ -53,16 +57,6 @@ class OmniConfig:
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
     audio_pad_to_window: bool = False  # True: Whisper's 30 s padding (slower; see README)
-    # "static": generate with fusion.runtime.engine (static KV cache, repacked weights; Llama-style decoders),
-    # "hf": transformers' forward per token
-    decode_engine: str = "static"
-    engine_max_len: int = 2048
-    # the static engine's decode weights: "fp16" (float16 copies through the C++ kernel of fusion.runtime.cpu_ops,
-    # ~2.4x faster on a CPU; greedy text identical on the tested prompts), "fp32" (exact), "auto" (fp16
-    # where the C++ ops build)
-    engine_decode_weights: str = "auto"
-    # conversations decoded together (fusion.runtime.batching): each has its own cache slot of engine_max_len
-    engine_slots: int = 4
 
 
 def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -75,6 +69,9 @@ def splice(embeds: torch.Tensor, ids: torch.Tensor, features: dict[int, torch.Te
             raise ValueError(f"{n} placeholder positions for token {token_id} but {feats.shape[0]} feature rows")
         out[mask] = feats.to(out.dtype)
     return out
+
+
+VisionOutputs = tuple[torch.Tensor, torch.Tensor | None]  # patch features (1, N, Dv), ImageNet logits (1, C)
 
 
 class OmniModel(nn.Module):
@@ -100,46 +97,15 @@ class OmniModel(nn.Module):
             self.audio_projector.ln_post.weight.fill_(float(rms))
         # a CTC readout after the audio projector (CTCReadout), present when trained weights bring one
         self.audio_readout: CTCReadout | None = None
+        # the label-token readout of the tower's ImageNet head (no weights; phrases tokenized on first use)
+        self.label_readout = self._label_readout() if vision_tower.num_classes else None
         self.trained: set[str] = set()  # which projectors carry trained weights
-        self._lazy: dict[str, object] = {}  # built lazily (label readout, decode engine); not submodules
-        # Projected tokens of media already seen, and the vision tower's outputs (the safety gate reads
-        # its classes before the image is projected), by object (fusion.cache)
-        self._media_cache = ObjectCache(MEDIA_CACHE_SIZE)
+        self.projectors_loaded = 0  # how many times trained weights were loaded
         self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
         eos = {tokenizer.eos_token_id, *([decoder.config.eos_token_id] if isinstance(decoder.config.eos_token_id, int)
                                          else decoder.config.eos_token_id or [])}
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # ChatML's end of turn
         self.eos_ids = {i for i in eos | {im_end} if isinstance(i, int) and i != tokenizer.unk_token_id}
-
-    def engine(self):
-        """The static-cache decode engine over this decoder (built on first use), or None for "hf" or a
-        decoder it does not handle. Callers serialise generation (the Assistant's lock): one cache."""
-        if self.config.decode_engine != "static":
-            return None
-        if "engine" not in self._lazy:
-            from fusion.runtime.engine import StaticEngine
-
-            try:
-                self._lazy["engine"] = StaticEngine(self.decoder, self.config.engine_max_len,
-                                                     decode_weights=self.config.engine_decode_weights,
-                                                     slots=self.config.engine_slots)
-            except ValueError as err:
-                log.info("decode engine: transformers forward (%s)", err)
-                self._lazy["engine"] = None
-        return self._lazy["engine"]
-
-    def batcher(self):
-        """The continuous batcher over engine() (fusion.runtime.batching), or None without an engine. While
-        it generates, its worker thread owns the engine's caches: use engine() directly only when no
-        generation through the batcher is running."""
-        engine = self.engine()
-        if engine is None:
-            return None
-        if "batcher" not in self._lazy:
-            from fusion.runtime.batching import Batcher
-
-            self._lazy["batcher"] = Batcher(engine, self.eos_ids)
-        return self._lazy["batcher"]
 
     def _token_id(self, token: str) -> int:
         i = self.tokenizer.convert_tokens_to_ids(token)
@@ -147,32 +113,39 @@ class OmniModel(nn.Module):
             raise ValueError(f"placeholder {token!r} is not a single token of this tokenizer")
         return i
 
+    def _label_readout(self) -> LabelTokenProjector:
+        names = [short_name(label) for label in self.vision_tower.labels()]
+        templates = (self.config.label_phrase, *self.config.people_phrases)
+
+        def phrase_ids(cls: int, people: int) -> list[int]:
+            return self.tokenizer(templates[people].format(names[cls]), add_special_tokens=False)["input_ids"]
+
+        return LabelTokenProjector(phrase_ids, self.decoder.get_input_embeddings())
+
     @property
     def device(self) -> torch.device:
         return self.decoder.device
 
+    # -- trained projector weights -----------------------------------------------------------
     def load_projectors(self, path: str | Path) -> None:
-        from safetensors.torch import load_file
-
+        """A projector file: "audio.*" (with "audio.readout.*" when it brings a CTC readout) and/or
+        "vision.*" weights; a projector the file lacks keeps its initialisation."""
         state = load_file(str(path))
-        loaded = []
-        for prefix, module in (("audio.", self.audio_projector), ("vision.", self.vision_projector)):
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if prefix == "audio." and "linear_1.weight" in part:
-                module = self._audio_projector_like(part)
-                self.audio_readout = None
-                if "readout.vocab" in part:
-                    self.new_audio_readout(part["readout.vocab"])
-            if part:  # a file may hold one trained projector; the other keeps its initialisation
-                if prefix == "audio." and self.audio_readout is not None:
-                    self.audio_readout.load_state_dict({k.removeprefix("readout."): v for k, v in part.items() if k.startswith("readout.")})
-                part = {k: v for k, v in part.items() if not k.startswith("readout.")}
-                module.load_state_dict(part, strict=True)
-                loaded.append(prefix[:-1])
-        if not loaded:
+        audio = {k.removeprefix("audio."): v for k, v in state.items() if k.startswith("audio.")}
+        vision = {k.removeprefix("vision."): v for k, v in state.items() if k.startswith("vision.")}
+        if not audio and not vision:
             raise ValueError(f"{path} holds no audio.* or vision.* projector weights")
-        self.trained = set(loaded)
-        self._media_cache.clear()
+        if audio:
+            readout = {k.removeprefix("readout."): v for k, v in audio.items() if k.startswith("readout.")}
+            self._audio_projector_at_width(audio["linear_1.weight"].shape[0])
+            self.audio_projector.load_state_dict({k: v for k, v in audio.items() if not k.startswith("readout.")})
+            self.audio_readout = None
+            if readout:
+                self.new_audio_readout(readout["vocab"]).load_state_dict(readout)
+        if vision:
+            self.vision_projector.load_state_dict(vision)
+        self.trained = {name for name, part in (("audio", audio), ("vision", vision)) if part}
+        self.projectors_loaded += 1  # tokens projected before are stale (fusion/runtime/serving.py)
 
     def new_audio_readout(self, vocab: torch.Tensor) -> CTCReadout:
         """Attach an untrained CTC readout over these decoder token ids (training starts here; loading
@@ -181,47 +154,34 @@ class OmniModel(nn.Module):
         self.audio_readout = CTCReadout(vocab, self.decoder.get_input_embeddings()).to(p.device, p.dtype)
         return self.audio_readout
 
-    def _audio_projector_like(self, state: dict[str, torch.Tensor]) -> AudioProjector:
-        """The audio projector, rebuilt at the hidden width of a trained one's weights (a file from a run
-        with another `projector_hidden`) when the configured width differs."""
+    def _audio_projector_at_width(self, hidden: int) -> None:
+        """Rebuild the audio projector at a trained one's hidden width (a file from a run with another
+        `projector_hidden`) when the configured width differs."""
         c = self.audio_projector.config
-        hidden = state["linear_1.weight"].shape[0]
         if hidden != c.hidden:
             log.info("audio projector: hidden width %d from the weights (configured %d)", hidden, c.hidden)
             p = next(self.audio_projector.parameters())
             self.audio_projector = AudioProjector(replace(c, hidden=hidden)).to(p.device, p.dtype)
-        return self.audio_projector
 
     # -- media -> projected tokens ---------------------------------------------------------
     @torch.inference_mode()
-    def vision_outputs(self, image: Image) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The vision tower on one image: (patch features (1, N, Dv), ImageNet logits (1, C) or None),
-        computed once per image object."""
-        return self._media_cache.get(image, lambda: self.vision_tower(self.vision_tower.pixels([image.pixels])),
-                                     "tower")
+    def vision_outputs(self, image: Image) -> VisionOutputs:
+        """The vision tower on one image: (patch features (1, N, Dv), ImageNet logits (1, C) or None)."""
+        return self.vision_tower(self.vision_tower.pixels([image.pixels]))
 
-    def image_tokens(self, image: Image) -> torch.Tensor:
-        """One image -> (n, D) decoder-space tokens."""
-        feats, logits = self.vision_outputs(image)
+    def image_tokens(self, image: Image, outputs: VisionOutputs | None = None) -> torch.Tensor:
+        """One image (and its tower outputs, when already computed) -> (n, D) decoder-space tokens."""
+        feats, logits = outputs if outputs is not None else self.vision_outputs(image)
         labels = self.label_projector()
         if labels is not None and logits is not None:
             return labels(logits[0], self.count_people(image.pixels))
         return self.vision_projector(feats[0], self.vision_tower.grid)
 
     def label_projector(self) -> LabelTokenProjector | None:
-        """The label-token readout, when the config asks for it and no trained vision projector is loaded
-        (built on first use: one tokenizer call per class name)."""
-        if self.config.vision_readout != "labels" or "vision" in self.trained or self.vision_tower.num_classes == 0:
+        """The label-token readout, when the config asks for it and no trained vision projector is loaded."""
+        if self.config.vision_readout != "labels" or "vision" in self.trained:
             return None
-        if "labels" not in self._lazy:
-            names = [short_name(label) for label in self.vision_tower.labels()]
-            templates = (self.config.label_phrase, *self.config.people_phrases)
-
-            def phrase_ids(cls: int, people: int) -> list[int]:
-                return self.tokenizer(templates[people].format(names[cls]), add_special_tokens=False)["input_ids"]
-
-            self._lazy["labels"] = LabelTokenProjector(phrase_ids, self.decoder.get_input_embeddings())
-        return self._lazy["labels"]
+        return self.label_readout
 
     def count_people(self, pixels: np.ndarray) -> int:
         """Faces the face detector finds in an RGB image (0 without a detector)."""
@@ -250,18 +210,15 @@ class OmniModel(nn.Module):
         return torch.cat([self.audio_projector(w) for w in windows])
 
     def media_tokens(self, part: Image | Audio) -> torch.Tensor:
-        """Projected tokens of one image or clip, computed once per object (inference only)."""
+        """Projected tokens of one image or clip."""
+        return self.image_tokens(part) if isinstance(part, Image) else self.audio_tokens(part)
 
-        @torch.inference_mode()
-        def compute() -> torch.Tensor:
-            return self.image_tokens(part) if isinstance(part, Image) else self.audio_tokens(part)
-
-        return self._media_cache.get(part, compute, "tokens")
-
-    def embed_conversation(self, messages: list[dict]) -> torch.Tensor:
-        """Conversation -> (1, L, D) input embeddings with every image and clip spliced in."""
+    # -- the conversation ------------------------------------------------------------------
+    def embed_conversation(self, messages: list[dict], tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Conversation -> (1, L, D) input embeddings with every image and clip spliced in. tokens: the
+        media's projected tokens in order of appearance, when the caller has them (a runtime's cache)."""
         media = media_parts(messages)
-        tokens = [self.media_tokens(m) for m in media]
+        tokens = tokens if tokens is not None else [self.media_tokens(m) for m in media]
         prompt = build_prompt_ids(self.tokenizer, messages, [t.shape[0] for t in tokens], self.placeholder_ids)
         ids = torch.tensor(prompt.ids, device=self.device)
         embeds = self.decoder.get_input_embeddings()(ids)
@@ -272,14 +229,16 @@ class OmniModel(nn.Module):
                 features[self.placeholder_ids[kind]] = torch.cat(rows)
         return splice(embeds, ids, features)[None]
 
+    def forward(self, messages: list[dict]) -> torch.Tensor:
+        """Conversation -> (1, L, V) next-token logits at every position: embed, splice, decode."""
+        return self.decoder(inputs_embeds=self.embed_conversation(messages)).logits
+
 
 def load_omni(decoder_dir: str | Path, audio_tower: AudioTower, vision_tower: VisionTower,
               config: OmniConfig | None = None, projectors: str | Path | None = None,
               dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
               face_detector: FaceDetector | None = None) -> OmniModel:
     """Assemble the model around loaded towers. Untrained projectors start from `seed`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
     decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=dtype).eval()

@@ -9,10 +9,17 @@ scatters the features into exactly those positions and raises when the counts di
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from encoders.audio import MAX_SECONDS, load_audio, to_mono_16k
+from encoders.errors import InputError
+from encoders.vision import load_image, to_rgb
 
 Role = str  # "system" | "user" | "assistant"
 
@@ -30,6 +37,39 @@ class Audio:
 
 
 Part = str | Image | Audio
+MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass (checked by validate_conversation)
+REPEAT_PROMPT = "Repeat exactly what was said."  # the dictation task: training data and the asr suite
+
+
+def user_content(text: str | None = None, images: Sequence = (), clips: Sequence = (),
+                 max_seconds: float = MAX_SECONDS) -> list[Part]:
+    """A user turn from what was sent, in the one order every entry point uses (the command line, the
+    page, the API, the evaluations): images, then recordings, then the text.
+    images: Image, RGB/grey/BGRA arrays, file paths or encoded bytes; clips: Audio, (rate, samples) as a
+    microphone gives them, or file paths. InputError for unreadable media or nothing at all."""
+    content: list[Part] = []
+    for i, image in enumerate(images):
+        if isinstance(image, Image):
+            content.append(image)
+        elif isinstance(image, (str, os.PathLike)):
+            content.append(Image(load_image(image), Path(image).name))
+        else:
+            pixels = load_image(image) if isinstance(image, bytes) else to_rgb(np.asarray(image))
+            content.append(Image(pixels, "the photo" if len(images) == 1 else f"image {i + 1}"))
+    for i, clip in enumerate(clips):
+        name = "the recording" if len(clips) == 1 else f"recording {i + 1}"
+        if isinstance(clip, Audio):
+            content.append(clip)
+        elif isinstance(clip, (str, os.PathLike)):
+            content.append(Audio(load_audio(clip, max_seconds), Path(clip).name))
+        else:
+            rate, samples = clip
+            content.append(Audio(to_mono_16k(np.asarray(samples), rate, max_seconds, name=name), name))
+    if text and text.strip():
+        content.append(text.strip())
+    if not content:
+        raise InputError("type a message, or add a photo or a recording")
+    return content
 
 _SENTINEL = "\u2063MEDIA{}\u2063"  # invisible separator: never typed, never merged by BPE with text
 _SENTINEL_RE = re.compile("\u2063MEDIA(\\d+)\u2063")
@@ -44,7 +84,6 @@ def media_parts(messages: list[dict]) -> list[Image | Audio]:
 @dataclass
 class PromptIds:
     ids: list[int]
-    media: list[Image | Audio] = field(default_factory=list)  # in placeholder order
 
 
 def build_prompt_ids(tokenizer, messages: list[dict], media_lengths: list[int], placeholder_ids: dict[type, int],
@@ -76,4 +115,4 @@ def build_prompt_ids(tokenizer, messages: list[dict], media_lengths: list[int], 
         ids += [placeholder_ids[type(media[i])]] * media_lengths[i]
         pos = match.end()
     ids += tokenizer.encode(prompt[pos:], add_special_tokens=False)
-    return PromptIds(ids, media)
+    return PromptIds(ids)

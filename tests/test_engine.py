@@ -195,5 +195,5 @@ def test_engine_greedy_text_is_identical_on_the_default_model(assistant, questio
                                   return_tensors="pt", return_dict=True)["input_ids"]
     with torch.inference_mode():
         ours = list(generate_tokens(dec, dec.get_input_embeddings()(ids), set(), SamplingConfig(max_new_tokens=32),
-                                    assistant.model.engine()))
+                                    assistant.runtime.engine()))
     assert ours == hf_greedy(dec, ids, 32)

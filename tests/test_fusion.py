@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.runtime.generate import SamplingConfig, generate_tokens, sample, stream_text
 from fusion.model import splice
 from fusion.projectors import AudioProjector, AudioProjectorConfig, VisionProjector, VisionProjectorConfig
 from fusion.prompt import Audio, Image, build_prompt_ids
+from fusion.runtime.generate import SamplingConfig, generate_tokens, sample, stream_text
+from fusion.runtime.serving import Runtime
 
 
 def photo(seed: int, h: int = 50, w: int = 70) -> Image:
@@ -161,10 +162,11 @@ def test_a_follow_up_turn_does_not_encode_earlier_media_again(tiny_omni):
         first = [photo(5), "what is in this picture"]
         turn1 = [{"role": "user", "content": first}]
         with torch.no_grad():
-            a = tiny_omni.embed_conversation(turn1)
+            runtime = Runtime(tiny_omni)  # the media cache is the runtime's
+            a = runtime.embed(turn1)
             turn2 = turn1 + [{"role": "assistant", "content": "a cat"},
                              {"role": "user", "content": [photo(6), "and this"]}]
-            b = tiny_omni.embed_conversation(turn2)
+            b = runtime.embed(turn2)
         assert len(calls) == 2  # one pass per distinct photo, not three
         torch.testing.assert_close(b[0, : a.shape[1] - 2], a[0, :-2])  # the first turn embeds the same
     finally:

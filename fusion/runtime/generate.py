@@ -6,7 +6,8 @@ new token costs one position, not the whole prompt again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -76,12 +77,35 @@ def generate_tokens(decoder, embeds: torch.Tensor, eos_ids: set[int], config: Sa
             logits = step(token)
 
 
-def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = ()) -> Iterator[str]:
-    """Token ids -> text pieces as they become printable; ends early at a stop string (not shown)."""
+@dataclass
+class Timings:
+    """Filled in as a turn is answered: what a benchmark or evaluation reports."""
+    encode_s: float = 0.0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    hit_max_tokens: bool = False  # stopped by max_new_tokens rather than end of turn or a stop string
+    notes: list[str] = field(default_factory=list)
+
+
+def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = (), timings: Timings | None = None,
+                t0: float | None = None) -> Iterator[str]:
+    """Token ids -> text pieces as they become printable; ends early at a stop string (not shown).
+    timings: counts the tokens and notes when the first piece left (seconds since t0)."""
     ids: list[int] = []
     shown = ""
     hold = max((len(s) for s in stop), default=0)  # keep back what could be the start of a stop string
+    t0 = time.perf_counter() if t0 is None else t0
+
+    def ready(piece: str) -> str:
+        if timings is not None and timings.first_token_s is None:
+            timings.first_token_s = time.perf_counter() - t0
+        return piece
+
     for token in tokens:
+        if timings is not None:
+            timings.new_tokens += 1
         ids.append(token)
         text = tokenizer.decode(ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
@@ -89,12 +113,12 @@ def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = ()) ->
         cut = min((text.find(s) for s in stop if s and s in text), default=-1)
         if cut >= 0:
             if cut > len(shown):
-                yield text[len(shown):cut]
+                yield ready(text[len(shown):cut])
             return
-        ready = len(text) - hold
-        if ready > len(shown):
-            yield text[len(shown):ready]
-            shown = text[:ready]
+        end = len(text) - hold
+        if end > len(shown):
+            yield ready(text[len(shown):end])
+            shown = text[:end]
     text = tokenizer.decode(ids, skip_special_tokens=True)
     if len(text) > len(shown):
-        yield text[len(shown):]
+        yield ready(text[len(shown):])
