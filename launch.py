@@ -60,6 +60,7 @@ def cmd_ask(args) -> int:
 
     # Read the media first: a bad file is reported before minutes of model loading.
     content = user_content(args.question, args.image, args.audio, args.max_audio_seconds)
+    sampling = _sampling(args)  # bad settings are reported before the model loads too
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": content})
     validate_conversation(messages, args.mode)
@@ -67,7 +68,7 @@ def cmd_ask(args) -> int:
     assistant = guard(Assistant.load_default())
     load_s = time.perf_counter() - t0
     timings = Timings()
-    for piece in assistant.chat(messages, args.mode, _sampling(args), timings):
+    for piece in assistant.chat(messages, args.mode, sampling, timings):
         print(piece, end="", flush=True)
     print()
     for note in timings.notes:
@@ -85,6 +86,7 @@ def _api_config(args):
     from app.api import ApiConfig
 
     return ApiConfig(api_key=args.api_key or os.environ.get("POCKET_OMNI_API_KEY"),
+                     local_files=Path(args.allow_local_files) if args.allow_local_files else None,
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024))
 
 
@@ -183,6 +185,8 @@ def _server_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     p.add_argument("--port", type=int, default=default(7860))
     p.add_argument("--api-key", default=default(None), help="require this bearer key on /v1 (or POCKET_OMNI_API_KEY)")
     p.add_argument("--max-body-mb", type=float, default=default(25.0), help="largest API request accepted")
+    p.add_argument("--allow-local-files", metavar="DIR", default=default(None),
+                   help="let image_url name files inside this one folder (default: none; send data URLs)")
 
 
 def _sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:

@@ -171,15 +171,18 @@ def _gesture(assistant, case: Case, base: Path) -> tuple[str, str | None]:
     return g.name, g.name
 
 
-# structured task -> (assistant, case, suite folder) -> (answer, label)
+# structured task -> (assistant, case, suite folder) -> (answer, label), and the medium it needs
 STRUCTURED: dict[str, Callable[[object, Case, Path], tuple[str, str | None]]] = {
     "asr": _transcript, "mushroom": _mushroom, "rps": _gesture}
+NEEDS = {"asr": "audio", "mushroom": "image", "rps": "image"}
 
 
 def run_structured(assistant, case: Case, base: Path, mode: str) -> Outcome:
     """Tasks whose output is not (only) a chat answer; shared by the local runner and the server."""
     if case.task not in STRUCTURED:
         raise InputError(f"task {case.task} is a chat task")
+    if not getattr(case, NEEDS[case.task]):
+        raise InputError(f"a {case.task} case needs an {NEEDS[case.task]}", "missing_media")
     t0 = time.perf_counter()
     answer, label = STRUCTURED[case.task](assistant, case, base)
     return Outcome(answer, label, None, time.perf_counter() - t0)

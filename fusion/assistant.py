@@ -119,6 +119,7 @@ class Assistant:
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
             messages = self._as_text(messages, timings, ROUTES[mode])
             embeds = self.runtime.embed(messages)
+            self._check_length(embeds.shape[1], sampling.max_new_tokens)
             timings.encode_s = time.perf_counter() - t0
             timings.prompt_tokens = embeds.shape[1]
             batcher = self.runtime.batcher()
@@ -132,6 +133,17 @@ class Assistant:
                 yield from stream_text(tok, tokens, sampling.stop, timings, t0)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the decoder can attend over: prompt and answer together."""
+        return int(getattr(self.model.decoder.config, "max_position_embeddings", 2048))
+
+    def _check_length(self, prompt_tokens: int, new_tokens: int) -> None:
+        if prompt_tokens + new_tokens > self.context_length:
+            raise InputError(f"the conversation is {prompt_tokens} tokens long; with up to {new_tokens} more for the "
+                             f"answer that exceeds the model's context of {self.context_length}: shorten it or start "
+                             f"a new one", "context_length_exceeded")
 
     def _as_text(self, messages: list[dict], timings: Timings, route: Route) -> list[dict]:
         """The parts a route sends as text: a clip becomes its transcript, an image the classes the tower

@@ -41,6 +41,15 @@ MAX_IMAGES = 8  # per conversation: each costs tokens and a tower pass (checked 
 REPEAT_PROMPT = "Repeat exactly what was said."  # the dictation task: training data and the asr suite
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text as a tokenizer can take it: a lone UTF-16 surrogate (which JSON and the shell can carry, and
+    UTF-8 cannot) becomes U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def user_content(text: str | None = None, images: Sequence = (), clips: Sequence = (),
                  max_seconds: float = MAX_SECONDS) -> list[Part]:
     """A user turn from what was sent, in the one order every entry point uses (the command line, the
@@ -66,7 +75,7 @@ def user_content(text: str | None = None, images: Sequence = (), clips: Sequence
             rate, samples = clip
             content.append(Audio(to_mono_16k(np.asarray(samples), rate, max_seconds, name=name), name))
     if text and text.strip():
-        content.append(text.strip())
+        content.append(clean_text(text.strip()))
     if not content:
         raise InputError("type a message, or add a photo or a recording")
     return content

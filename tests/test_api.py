@@ -88,13 +88,16 @@ def test_openai_client_text_image_audio_streaming_and_not(server):
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_local_image_files_are_accepted(server, tmp_path):
+def test_local_image_files_are_accepted_inside_the_allowed_folder(tmp_path):
     import cv2
 
     path = tmp_path / "x.png"
     cv2.imwrite(str(path), np.zeros((4, 4, 3), np.uint8))
-    r = httpx.post(server + "/v1/chat/completions", json={"model": "pocket-e2e", "messages": [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"file://{path}"}}]}]})
+    holder = ModelHolder(ScriptedAssistant)
+    holder.wait(5)
+    with live_server(create_app(holder, ApiConfig(local_files=tmp_path))) as server:
+        r = httpx.post(server + "/v1/chat/completions", json={"model": "pocket-e2e", "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"file://{path}"}}]}]})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].split()[1] == "image"
 
 

@@ -12,6 +12,11 @@ from typing import Iterator
 
 import torch
 
+from encoders.errors import InputError
+
+
+MAX_TEMPERATURE = 2.0
+
 
 @dataclass
 class SamplingConfig:
@@ -20,6 +25,17 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+
+    def __post_init__(self):
+        """The one check of sampling settings, whoever sets them (the command line, the page, the API)."""
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"max tokens must be a whole number of at least 1 (got {n!r})", "invalid_max_tokens")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise InputError(f"temperature must be from 0 to {MAX_TEMPERATURE} (got {self.temperature})",
+                             "invalid_temperature")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be above 0 and at most 1 (got {self.top_p})", "invalid_top_p")
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None) -> int:
@@ -31,6 +47,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
         sorted_p, order = probs.sort(descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least the top token)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        keep[0] = True
         probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
