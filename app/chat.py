@@ -6,12 +6,19 @@ serialises generation with its own lock, so two tabs never see each other's turn
 
 from __future__ import annotations
 
+import inspect
 import shutil
+import tempfile
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
+import soundfile as sf
 
 from app.safety import guard
 from encoders.audio import SAMPLE_RATE
@@ -19,7 +26,7 @@ from encoders.errors import InputError
 from encoders.speech import speak
 from fusion import prompt
 from fusion.prompt import Audio, Image
-from fusion.runtime.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig, Timings
 
 
 @dataclass
@@ -31,23 +38,44 @@ class Conversation:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), "")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """What the page's photo box holds when the uploaded file is not an image it can decode."""
+    name: str
+
+
 def user_content(text: str | None, image=None, audio=None) -> list:
     """What the page's components hold (one photo: path or array; one recording: path or (rate,
     samples)) -> message content, by fusion.prompt.user_content."""
+    if isinstance(image, Unreadable):
+        raise InputError(f"{image.name} is not an image I can read: send a photo (JPEG, PNG, WebP, ...)",
+                         "invalid_image")
     return prompt.user_content(text, [] if image is None else [image], [] if audio is None else [audio])
 
 
-def describe(content: list) -> str:
-    """A one-line summary of a user turn for the chat window."""
-    bits = []
+THUMBNAIL_SIDE = 320  # pixels: what the chat window shows of a photo
+MEDIA_DIR = Path(tempfile.gettempdir()) / "pocket-omni-chat"  # the chat window's copies (Gradio serves temp files)
+
+
+def describe(content: list) -> list[dict]:
+    """A user turn as the chat window shows it: a thumbnail per photo, a player per recording, the text."""
+    MEDIA_DIR.mkdir(exist_ok=True)
+    shown = []
     for p in content:
         if isinstance(p, Image):
-            bits.append(f"[photo {p.pixels.shape[1]}x{p.pixels.shape[0]}]")
+            scale = THUMBNAIL_SIDE / max(p.pixels.shape[:2])
+            thumb = cv2.resize(p.pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else p.pixels
+            path = MEDIA_DIR / f"{uuid.uuid4().hex}.jpg"
+            cv2.imwrite(str(path), np.ascontiguousarray(thumb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            shown.append({"role": "user", "content": {"path": str(path), "mime_type": "image/jpeg",
+                                                      "alt_text": f"photo {p.pixels.shape[1]}x{p.pixels.shape[0]}"}})
         elif isinstance(p, Audio):
-            bits.append(f"[recording {len(p.wave) / SAMPLE_RATE:.1f} s]")
+            path = MEDIA_DIR / f"{uuid.uuid4().hex}.wav"
+            sf.write(str(path), p.wave, SAMPLE_RATE)
+            shown.append({"role": "user", "content": {"path": str(path), "mime_type": "audio/wav"}})
         else:
-            bits.append(p)
-    return " ".join(bits)
+            shown.append({"role": "user", "content": p})
+    return shown
 
 
 def _with_system(messages: list[dict], system: str | None) -> list[dict]:
@@ -55,12 +83,15 @@ def _with_system(messages: list[dict], system: str | None) -> list[dict]:
     return ([{"role": "system", "content": system.strip()}] if system and system.strip() else []) + messages
 
 
-def _stream(assistant, conv: Conversation, mode: str, sampling: SamplingConfig, system: str | None) -> Iterator[str]:
-    """Stream an answer to the conversation as it stands; keep the answer, even a stopped one."""
+def _stream(assistant, conv: Conversation, mode: str, sampling: SamplingConfig, system: str | None,
+            notes: list[str] | None = None) -> Iterator[str]:
+    """Stream an answer to the conversation as it stands; keep the answer, even a stopped one. notes:
+    filled with what the assistant heard and saw."""
     conv.display.append({"role": "assistant", "content": ""})
     answer = ""
+    timings = Timings(notes=notes if notes is not None else [])
     try:
-        for piece in assistant.chat(_with_system(conv.messages, system), mode, sampling):
+        for piece in assistant.chat(_with_system(conv.messages, system), mode, sampling, timings):
             answer += piece
             conv.display[-1]["content"] = answer
             yield answer
@@ -70,15 +101,16 @@ def _stream(assistant, conv: Conversation, mode: str, sampling: SamplingConfig, 
 
 
 def reply(assistant, conv: Conversation, content: list, mode: str, sampling: SamplingConfig,
-          system: str | None = None) -> Iterator[str]:
+          system: str | None = None, notes: list[str] | None = None) -> Iterator[str]:
     """Add the user's turn, stream the answer (yielding the text so far), keep both in the conversation."""
+    shown = describe(content)
     conv.messages.append({"role": "user", "content": content})
-    conv.display.append({"role": "user", "content": describe(content)})
+    conv.display += shown
     try:
-        yield from _stream(assistant, conv, mode, sampling, system)
+        yield from _stream(assistant, conv, mode, sampling, system, notes)
     except InputError:
         conv.messages.pop()  # a turn the model could not take is not kept
-        del conv.display[-2:]
+        del conv.display[-len(shown) - 1:]
         raise
 
 
@@ -103,18 +135,28 @@ def read_aloud(text: str) -> tuple[int, np.ndarray] | None:
 
 class ModelHolder:
     """Loads the assistant once, in the background, so the page opens at once; hands it out behind
-    the safety gate (app/safety.py)."""
+    the safety gate (app/safety.py). A loader that takes `progress` reports each part it loads."""
 
     def __init__(self, loader):
         self._loader = loader
         self._assistant = None
         self._error: str | None = None
+        self.stage = "starting"  # what is loading now
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._load, daemon=True)
         self._thread.start()
 
+    def _progress(self, stage: str) -> None:
+        self.stage = stage
+
+    def loading_text(self) -> str:
+        return f"{self.stage} ({time.monotonic() - self._started:.0f} s so far)"
+
     def _load(self) -> None:
         try:
-            self._assistant = guard(self._loader())  # every path a person reaches goes through the gate
+            takes_progress = "progress" in inspect.signature(self._loader).parameters
+            loaded = self._loader(progress=self._progress) if takes_progress else self._loader()
+            self._assistant = guard(loaded)  # every path a person reaches goes through the gate
         except Exception as err:  # shown in the page; the server keeps running
             self._error = f"{type(err).__name__}: {err}"
 
@@ -135,3 +177,10 @@ class ModelHolder:
 
     def wait(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    def waiting(self, every: float = 1.0) -> Iterator[str]:
+        """While the model loads: a line every `every` seconds saying what is loading, so a message sent
+        meanwhile waits for the model (and says so) instead of being refused."""
+        while self.state() == "loading":
+            yield f"_Your message waits for the model: loading {self.loading_text()}._"
+            self._thread.join(every)

@@ -9,20 +9,62 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.chat import Conversation, ModelHolder, read_aloud, regenerate, reply, user_content
+from PIL import UnidentifiedImageError
+
+from app.chat import Conversation, ModelHolder, Unreadable, read_aloud, regenerate, reply, user_content
 from app.gestures import hand_tracker
 from app.live import LiveSession
 from encoders.errors import InputError
 from fusion.modes import DEFAULT_MODE, MODES
-from fusion.runtime.generate import SamplingConfig
+from fusion.runtime.generate import SamplingConfig, Timings
 
 LIVE_EVERY = 0.05  # seconds between frames sent by the browser; slower frames are dropped, not queued
 PERSONAS = ["", "Answer as a poet, in two short lines.", "Answer as a stern teacher.",
             "Answer in one short sentence."]
 
 
+REGENERATE_TEMPERATURE = 0.8  # greedy decoding would give the same answer again
+
+
 def _error(err: Exception) -> str:
     return f"**Could not do that:** {err}"
+
+
+class PhotoInput(gr.Image):
+    """gr.Image whose upload of a file that is not an image (a text file named .png) becomes an
+    Unreadable marker the handlers answer with a one-line message, instead of Gradio's raw error toast
+    (which showed server paths) and a tab stuck on a broken preview."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return Unreadable(getattr(payload, "orig_name", None) or "that file")
+
+    def get_block_name(self) -> str:
+        return "image"  # the frontend's component
+
+
+def _photo_check(img):
+    """On upload: a file that is no image is dropped at once, with the message."""
+    if isinstance(img, Unreadable):
+        return None, _error(InputError(f"{img.name} is not an image I can read: send a photo (JPEG, PNG, WebP, ...)"))
+    return gr.skip(), ""
+
+
+def _notes(notes: list[str]) -> str:
+    """What the assistant heard and saw, for the status line."""
+    return "  \n".join(f"_{n}_" for n in notes if n.startswith(("heard", "saw")))
+
+
+def _with_notes(notes: list[str], text: str) -> str:
+    shown = _notes(notes)
+    return f"{shown}\n\n{text}" if shown else text
+
+
+def _player(audio) -> dict:
+    """The read-aloud player: shown, and playing, only when there is something to hear."""
+    return gr.update(value=audio, visible=audio is not None)
 
 
 def build(holder: ModelHolder) -> gr.Blocks:
@@ -51,7 +93,8 @@ def _loading_text(holder: ModelHolder) -> str:
     if state == "ready":
         return ""
     if state == "loading":
-        return "_The model is loading (about 10 seconds); the page works meanwhile, answers come once it is ready._"
+        return (f"_Loading the model: {holder.loading_text()}. The page works meanwhile: a message sent now "
+                f"waits for the model and is answered when it is ready._")
     return f"**The model failed to load:** {holder.error}"
 
 
@@ -65,8 +108,8 @@ def _chat_tab(holder: ModelHolder) -> None:
     conv = gr.State(None)  # a Conversation per browser session, made on first use
     chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
     with gr.Row():
-        image = gr.Image(label="Photo (upload, webcam snapshot, paste)", sources=["upload", "webcam", "clipboard"],
-                         type="numpy", elem_id="chat-image")
+        image = PhotoInput(label="Photo (upload, webcam snapshot, paste)", sources=["upload", "webcam", "clipboard"],
+                           type="numpy", elem_id="chat-image")
         audio = gr.Audio(label="Voice (record or upload; any rate, resampled)", sources=["microphone", "upload"],
                          type="numpy", elem_id="chat-audio")
     text = gr.Textbox(label="Message", placeholder="What is in this picture?", elem_id="chat-text")
@@ -76,7 +119,7 @@ def _chat_tab(holder: ModelHolder) -> None:
         regen = gr.Button("Regenerate", elem_id="chat-regen")
         clear = gr.Button("Clear", elem_id="chat-clear")
     status = gr.Markdown(elem_id="chat-status")
-    spoken = gr.Audio(label="Answer read aloud", visible=True, interactive=False, autoplay=False)
+    spoken = gr.Audio(label="Answer read aloud", visible=False, interactive=False, autoplay=True)
     with gr.Accordion("Persona and settings", open=False):
         persona = gr.Dropdown(PERSONAS, value="", allow_custom_value=True,
                               label="System prompt / persona (type your own)")
@@ -92,22 +135,28 @@ def _chat_tab(holder: ModelHolder) -> None:
     def on_send(c, msg, img, aud, sys_prompt, m, n, temp, tp, speak):
         c = c or Conversation()
         try:
-            assistant = holder.get()
             content = user_content(msg, img, aud)
-            for _ in reply(assistant, c, content, m, _sampling(n, temp, tp), system=sys_prompt):
-                yield c, c.display, "", None, None, "", None
-            yield c, c.display, "", None, None, "", read_aloud(c.last_answer()) if speak else None
-        except InputError as err:
-            yield c, c.display, msg, img, aud, _error(err), None
+            for note in holder.waiting():
+                yield c, c.display, msg, gr.skip(), gr.skip(), note, _player(None)
+            notes: list[str] = []
+            for _ in reply(holder.get(), c, content, m, _sampling(n, temp, tp), system=sys_prompt, notes=notes):
+                yield c, c.display, "", None, None, "", _player(None)
+            yield c, c.display, "", None, None, _notes(notes), _player(read_aloud(c.last_answer()) if speak else None)
+        except InputError as err:  # a photo that could not be read is dropped; the rest stays to fix and resend
+            yield c, c.display, msg, None if isinstance(img, Unreadable) else img, aud, _error(err), _player(None)
 
     def on_regen(c, sys_prompt, m, n, temp, tp, speak):
         c = c or Conversation()
+        resampled = float(temp) == 0
+        why = f"_Regenerated with sampling (temperature {REGENERATE_TEMPERATURE}): greedy decoding would give the " \
+              f"same answer again._" if resampled else ""
+        sampling = _sampling(n, REGENERATE_TEMPERATURE if resampled else temp, tp)
         try:
-            for _ in regenerate(holder.get(), c, m, _sampling(n, temp, tp), system=sys_prompt):
-                yield c, c.display, "", None
-            yield c, c.display, "", read_aloud(c.last_answer()) if speak else None
+            for _ in regenerate(holder.get(), c, m, sampling, system=sys_prompt):
+                yield c, c.display, "", _player(None)
+            yield c, c.display, why, _player(read_aloud(c.last_answer()) if speak else None)
         except InputError as err:
-            yield c, c.display, _error(err), None
+            yield c, c.display, _error(err), _player(None)
 
     inputs = [conv, text, image, audio, persona, mode, max_tokens, temperature, top_p, aloud]
     outputs = [conv, chatbot, text, image, audio, status, spoken]
@@ -117,7 +166,9 @@ def _chat_tab(holder: ModelHolder) -> None:
                            [conv, chatbot, status, spoken], concurrency_limit=4, api_name="chat_regenerate")
     stop.click(lambda c: (c, c.display if c else [], "_Stopped._"), conv, [conv, chatbot, status],
                cancels=[ev_send, ev_submit, ev_regen], api_name="chat_stop")
-    clear.click(lambda: (None, [], "", None), None, [conv, chatbot, status, spoken], api_name="chat_clear")
+    clear.click(lambda: (None, [], "", _player(None), "", None, None), None,
+                [conv, chatbot, status, spoken, text, image, audio], api_name="chat_clear")
+    image.upload(_photo_check, image, [image, status], api_visibility="private")
 
 
 # -- live camera and the game ---------------------------------------------------------------------------
@@ -201,8 +252,8 @@ def _mushroom_tab(holder: ModelHolder) -> None:
                 "base, never from the language model: candidates, dangerous look-alikes, what to check. "
                 "**A photo can never tell you a mushroom is safe to eat.**")
     with gr.Row():
-        image = gr.Image(label="Mushroom photo", sources=["upload", "webcam", "clipboard"], type="numpy",
-                         elem_id="mushroom-image")
+        image = PhotoInput(label="Mushroom photo", sources=["upload", "webcam", "clipboard"], type="numpy",
+                           elem_id="mushroom-image")
         chat = gr.Chatbot(label="Mushroom answers", height=360, elem_id="mushroom-chat")
     question = gr.Textbox(label="Question", placeholder="What mushroom is this?", elem_id="mushroom-text")
     ask = gr.Button("Ask", variant="primary", elem_id="mushroom-ask")
@@ -210,6 +261,8 @@ def _mushroom_tab(holder: ModelHolder) -> None:
 
     def on_ask(img, last, q, history):
         history = list(history or [])
+        if isinstance(img, Unreadable):
+            return last, history, q, _error(InputError(f"{img.name} is not an image I can read: send a photo"))
         pixels = img if img is not None else last
         if pixels is None:
             return last, history, q, "**Add a photo first** (upload one or take a webcam snapshot)."
@@ -226,6 +279,7 @@ def _mushroom_tab(holder: ModelHolder) -> None:
               api_name="mushroom_ask")
     question.submit(on_ask, [image, photo_state, question, chat], [photo_state, chat, question, status],
                     api_visibility="private")
+    image.upload(_photo_check, image, [image, status], api_visibility="private")
 
 
 # -- spoken questions -----------------------------------------------------------------------------------
@@ -245,19 +299,23 @@ def _spoken_tab(holder: ModelHolder) -> None:
             aloud = gr.Checkbox(True, label="Read the answer aloud")
             go = gr.Button("Answer", variant="primary", elem_id="spoken-go")
     answer = gr.Markdown(elem_id="spoken-answer")
-    spoken = gr.Audio(label="Answer read aloud", interactive=False, autoplay=False, elem_id="spoken-reply")
+    spoken = gr.Audio(label="Answer read aloud", interactive=False, autoplay=True, visible=False,
+                      elem_id="spoken-reply")
 
     def on_go(aud, m, speak):
         try:
-            assistant = holder.get()
             content = user_content(None, None, aud)
-            text = ""
-            for piece in assistant.chat([{"role": "user", "content": content}], m, SamplingConfig(max_new_tokens=160)):
+            yield "_Listening..._", _player(None)  # the last answer goes at once
+            for note in holder.waiting():
+                yield note, _player(None)
+            timings, text = Timings(), ""
+            for piece in holder.get().chat([{"role": "user", "content": content}], m, SamplingConfig(max_new_tokens=160),
+                                           timings):
                 text += piece
-                yield text, None
-            yield text or "_(no answer)_", read_aloud(text) if speak and text else None
+                yield _with_notes(timings.notes, text), _player(None)
+            yield _with_notes(timings.notes, text or "_(no answer)_"), _player(read_aloud(text) if speak and text else None)
         except InputError as err:
-            yield _error(err), None
+            yield _error(err), _player(None)
 
     go.click(on_go, [audio, mode, aloud], [answer, spoken], concurrency_limit=4, api_name="spoken_answer")
     audio.stop_recording(on_go, [audio, mode, aloud], [answer, spoken], concurrency_limit=4, api_visibility="private")

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,24 +52,32 @@ class Assistant:
     @classmethod
     def load_default(cls, device: str = "cpu", dtype: torch.dtype = torch.float32,
                      projectors: str | Path | None = None, config: OmniConfig | None = None,
-                     untrained: bool = False) -> "Assistant":
+                     untrained: bool = False, progress: Callable[[str], None] = lambda stage: None) -> "Assistant":
         """The offline "pocket" model: weights fetched, verified and converted on first use.
-        `untrained` skips the shipped projectors (training starts from a seeded initialisation)."""
+        `untrained` skips the shipped projectors (training starts from a seeded initialisation);
+        `progress` hears which part loads now (the page shows it)."""
+        progress("checking the weights (1/5; the first run fetches and converts them)")
         w = ensure_default_weights()
         hf_logging.disable_progress_bar()  # loading converted weights is quick; bars only clutter
         t0 = time.perf_counter()
+        progress("Whisper, the audio tower and transcriber (2/5)")
         transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
+        progress("the vision tower and the face detector (3/5)")
         vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
         if projectors is None and DEFAULT_PROJECTORS.exists() and not untrained:
             projectors = DEFAULT_PROJECTORS
         if projectors is None and not untrained:
             log.warning("no trained projectors found: e2e answers about media will be meaningless")
         faces = FaceDetector(w.face_detector, device=device)
+        progress("the language model (4/5)")
         model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device,
                           face_detector=faces)
         transcriber.model.to(device)
+        assistant = cls(model, transcriber)
+        progress("the decode engine (5/5)")
+        assistant.runtime.batcher()  # built now rather than at the first answer
         log.info("loaded pocket model on %s/%s in %.1f s", device, dtype, time.perf_counter() - t0)
-        return cls(model, transcriber)
+        return assistant
 
     # -- task helpers ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -118,6 +126,7 @@ class Assistant:
         t0 = time.perf_counter()
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
             messages = self._as_text(messages, timings, ROUTES[mode])
+            self._note_readout(messages[-1], timings, ROUTES[mode])
             embeds = self.runtime.embed(messages)
             self._check_length(embeds.shape[1], sampling.max_new_tokens)
             timings.encode_s = time.perf_counter() - t0
@@ -133,6 +142,12 @@ class Assistant:
                 yield from stream_text(tok, tokens, sampling.stop, timings, t0)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
+
+    def _note_readout(self, message: dict, timings: Timings, route: Route) -> None:
+        """On the e2e path, what the readout heard in the turn's clips (the page shows it)."""
+        if route.speech == "embeddings" and self.model.audio_readout is not None and not isinstance(message["content"], str):
+            for clip in (p for p in message["content"] if isinstance(p, Audio)):
+                timings.notes.append(f"heard (e2e readout): {self._heard_unlocked(clip, 'e2e')}")
 
     @property
     def context_length(self) -> int:

@@ -98,11 +98,39 @@ def test_webcam_snapshot_then_a_question_about_it(page):
     page.wait_for_selector("#chat-image button[aria-label='Remove Image']", timeout=20_000)  # the snapshot is in
     page.fill("#chat-text textarea", "What is in this picture?")
     page.click("#chat-send")
-    # the user turn shows the 640x480 snapshot, then an answer streams in after it
-    page.wait_for_function("() => { const t = document.querySelector('#chatbot').innerText;"
-                           " const i = t.lastIndexOf('[photo 640x480]'); return i >= 0 && t.length - i > 60; }",
-                           timeout=90_000)
+    # the user turn shows the snapshot as a thumbnail, then an answer streams in after it
+    page.wait_for_function("() => { const c = document.querySelector('#chatbot');"
+                           " return c.querySelector('img') && c.innerText.includes('What is in this picture?')"
+                           " && c.innerText.split('What is in this picture?')[1].length > 40; }", timeout=90_000)
     shot(page, "chat-webcam")
+
+
+def test_a_text_file_named_png_gives_one_line_and_the_chat_keeps_working(page, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not a photo")
+    page.set_input_files("#chat-image input[type=file]", str(fake))
+    page.wait_for_function("() => document.querySelector('#chat-status').innerText.includes('not an image')",
+                           timeout=20_000)
+    status = page.inner_text("#chat-status")
+    assert "fake.png is not an image I can read" in status and "/tmp" not in status and "Error" not in status
+    page.fill("#chat-text textarea", "What is the capital of France?")
+    page.click("#chat-send")
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('Paris')", timeout=90_000)
+    shot(page, "chat-fake-png")
+    assert page.locator(".toast-body").count() == 0  # no raw error toast
+
+
+def test_the_chat_shows_the_recording_as_a_player_and_what_was_heard(page, tmp_path):
+    wav = espeak("What is the capital of France?", tmp_path / "q.wav")
+    page.click("#chat-audio button[aria-label='Upload file']")
+    page.set_input_files("#chat-audio input[type=file]", str(wav))
+    page.wait_for_selector("#chat-audio audio", state="attached", timeout=20_000)
+    page.click("#chat-send")
+    page.wait_for_function("() => document.querySelector('#chat-status').innerText.includes('heard')",
+                           timeout=90_000)
+    assert page.locator("#chatbot audio").count() >= 1
+    assert "capital of france" in page.inner_text("#chat-status").lower()
+    shot(page, "chat-voice")
 
 
 def test_chat_tab_answers_a_drawn_mushroom_from_the_knowledge_base_whatever_the_persona(page, tmp_path):
@@ -134,6 +162,7 @@ def test_recorded_question_gets_a_spoken_answer(page):
     page.click("#spoken-audio button:has-text('Stop')")  # stopping the recording asks the question
     page.wait_for_function("() => document.querySelector('#spoken-answer').innerText.includes('Paris')",
                            timeout=90_000)
+    assert "heard" in page.inner_text("#spoken-answer")  # what was heard, above the answer
     page.wait_for_selector("#spoken-reply audio", state="attached", timeout=60_000)  # and it is read aloud
     shot(page, "spoken")
 
