@@ -11,6 +11,7 @@
     python launch.py bench kernels        Triton attention kernels vs SDPA's flash backend (a GPU)
     python launch.py bench live           live mode: frame -> annotated frame latency and frames/s (in process, via server)
     python launch.py bench gate           time to first token with the mushroom safety gate vs without
+    python launch.py bench api            20 concurrent API clients x 3 requests: all answered, p50/p95, memory
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
     python launch.py fetch                fetch, verify and convert the default weights
 """
@@ -173,6 +174,10 @@ def cmd_bench(args) -> int:
         print_figures(bench_kernels(small=args.small))
     elif args.what == "gate":
         print_figures(bench_gate())
+    elif args.what == "api":
+        from app.bench_api import bench_api
+
+        print_figures(bench_api())
     else:
         print_figures(bench_decode(threads=args.threads))
     return 0
@@ -228,7 +233,7 @@ def _train_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding, the safety gate)")
-    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate"])
+    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate", "api"])
     be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
                                                           "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)

@@ -102,8 +102,8 @@ def parse_chat_request(body: Any, config: ApiConfig) -> ChatRequest:
     except InputError as err:
         raise ApiError(400, str(err), "messages", err.code) from None
     stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    if len(stop) > 4 or not all(isinstance(s, str) for s in stop):
+    stop = (stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, list) else None
+    if stop is None or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
         raise ApiError(400, "'stop' must be a string or a list of up to 4 strings", "stop")
     try:  # SamplingConfig checks the ranges (one check for the command line, the page and the API)
         sampling = SamplingConfig(

@@ -151,10 +151,10 @@ class LiveSession:
         lines = []
         if r is not None:
             lines.append(f"**{r.countdown(time.monotonic()) or COUNTDOWN[-1]}**: my move is locked in "
-                         f"(commitment `{r.commit[:16]}...`)")
+                         f"(commitment `{r.commit}`)")
         elif self.last_result is not None:
             res = self.last_result
             lines.append(res.message())
-            lines.append(f"Check me: SHA-256 of `{res.assistant}:{res.nonce}` = `{res.commit[:16]}...`")
+            lines.append(f"Check me: SHA-256 of `{res.assistant}:{res.nonce}` = `{res.commit}`")
         lines.append(self.match.summary())
         return "\n\n".join(lines)

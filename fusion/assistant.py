@@ -135,11 +135,12 @@ class Assistant:
         tok = self.model.tokenizer
         if batcher is not None and batcher.fits(embeds.shape[1], sampling):
             # decoded beside any other conversation generating now (fusion.runtime.batching)
-            yield from stream_text(tok, batcher.generate(embeds, sampling), sampling.stop, timings, t0)
+            yield from stream_text(tok, batcher.generate(embeds, sampling), sampling.stop, timings, t0,
+                                   sampling.repeat_ngram)
         else:
             with self.lock:  # transformers' forward with a dynamic cache: a long conversation, or no engine
                 tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
-                yield from stream_text(tok, tokens, sampling.stop, timings, t0)
+                yield from stream_text(tok, tokens, sampling.stop, timings, t0, sampling.repeat_ngram)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 

@@ -25,6 +25,9 @@ class SamplingConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # stop when the last `repeat_ngram` tokens have come twice before (an answer looping until the
+    # token cap: "I'm happy to say that ..." x10); 0: off. Measured on the suites: README, "Repetition"
+    repeat_ngram: int = 10
 
     def __post_init__(self):
         """The one check of sampling settings, whoever sets them (the command line, the page, the API)."""
@@ -107,8 +110,9 @@ class Timings:
 
 
 def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = (), timings: Timings | None = None,
-                t0: float | None = None) -> Iterator[str]:
-    """Token ids -> text pieces as they become printable; ends early at a stop string (not shown).
+                t0: float | None = None, repeat_ngram: int = 0) -> Iterator[str]:
+    """Token ids -> text pieces as they become printable; ends early at a stop string (not shown) or
+    when the text starts going round in circles (the last `repeat_ngram` tokens seen twice before).
     timings: counts the tokens and notes when the first piece left (seconds since t0)."""
     ids: list[int] = []
     shown = ""
@@ -120,22 +124,35 @@ def stream_text(tokenizer, tokens: Iterator[int], stop: tuple[str, ...] = (), ti
             timings.first_token_s = time.perf_counter() - t0
         return piece
 
-    for token in tokens:
-        if timings is not None:
-            timings.new_tokens += 1
-        ids.append(token)
+    seen: dict[tuple[int, ...], int] = {}
+    try:
+        for token in tokens:
+            if timings is not None:
+                timings.new_tokens += 1
+            ids.append(token)
+            if repeat_ngram and len(ids) >= repeat_ngram:
+                gram = tuple(ids[-repeat_ngram:])
+                seen[gram] = seen.get(gram, 0) + 1
+                if seen[gram] >= 3:  # the third time round: the answer is looping
+                    if timings is not None:
+                        timings.notes.append("stopped: the answer began repeating itself")
+                    break
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+            if cut >= 0:
+                if cut > len(shown):
+                    yield ready(text[len(shown):cut])
+                return
+            end = len(text) - hold
+            if end > len(shown):
+                yield ready(text[len(shown):end])
+                shown = text[:end]
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            continue
-        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        if cut >= 0:
-            if cut > len(shown):
-                yield ready(text[len(shown):cut])
-            return
-        end = len(text) - hold
-        if end > len(shown):
-            yield ready(text[len(shown):end])
-            shown = text[:end]
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if len(text) > len(shown):
-        yield ready(text[len(shown):])
+        if len(text) > len(shown):
+            yield ready(text[len(shown):])
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()  # a stop string or a loop ended the answer early: the decoder stops too
