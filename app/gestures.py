@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from encoders.errors import InputError
+from encoders.hand_tracking import HandTracker
 from encoders.hands import Gesture, classify_gesture
+from encoders.vision import load_image
+from fusion.weights.mediapipe import ensure_hand_models
 
 _trackers: dict[str, object] = {}
 _lock = threading.Lock()
@@ -21,9 +24,6 @@ _lock = threading.Lock()
 def hand_tracker(variant: str = "lite"):
     """A fresh HandTracker (its own tracking state) on the verified MediaPipe weights; the networks
     are loaded once and shared."""
-    from encoders.hand_tracking import HandTracker
-    from fusion.weights.mediapipe import ensure_hand_models
-
     with _lock:
         if variant not in _trackers:
             _trackers[variant] = HandTracker(*ensure_hand_models(variant))
@@ -48,6 +48,4 @@ def gesture_from_file(path: Path) -> Gesture:
             raise InputError(f"{path.name} is not JSON ({err.msg})") from None
         points = data.get("landmarks") if isinstance(data, dict) else data
         return classify_gesture(None if points is None else np.asarray(points, dtype=np.float64))
-    from encoders.vision import load_image
-
     return gesture_from_photo(load_image(path))[0]

@@ -66,9 +66,10 @@ def is_fungus_photo(class_probs: list[tuple[str, float]]) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _species_names() -> list[tuple[re.Pattern, str]]:
+def _species_names() -> list[tuple[re.Pattern, str, tuple[str, ...]]]:
     """A pattern per species: its common name, scientific name and aliases from the knowledge base
-    (plurals, hyphens and spaces alike; Chinese names without word boundaries)."""
+    (plurals, hyphens and spaces alike; Chinese names without word boundaries), and the first words
+    of those names, a cheap test before the pattern runs (a long text is read in milliseconds)."""
     out = []
     for sid, s in knowledge()["species"].items():
         scientific = re.sub(r"\s+spp\.$", "", s["scientific"].split(" /")[0])
@@ -77,14 +78,18 @@ def _species_names() -> list[tuple[re.Pattern, str]]:
         for name in sorted(names, key=len, reverse=True):
             body = r"[\s-]*".join(re.escape(w) for w in re.split(r"[\s-]+", name.lower()))
             alternatives.append(rf"\b{body}(?:e?s)?\b" if name.isascii() else body)
-        out.append((re.compile("|".join(alternatives), re.I), sid))
+        firsts = tuple({re.split(r"[\s-]+", n.lower())[0][:5] for n in names})
+        out.append((re.compile("|".join(alternatives), re.I), sid, firsts))
     return out
 
 
 def species_mentioned(text: str) -> list[str]:
     """Knowledge-base species named in a text ("puffballs", "death cap", "Amanita phalloides"), in order."""
     hits = []
-    for pattern, sid in _species_names():
+    lower = text.lower()
+    for pattern, sid, firsts in _species_names():
+        if not any(f in lower for f in firsts):
+            continue
         m = pattern.search(text)
         if m:
             hits.append((m.start(), sid))

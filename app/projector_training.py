@@ -1,11 +1,13 @@
 """`launch.py train`: build the data, train a projector, install it in assets/, measure it on held-out data.
 
-The held-out measurements are the ones the model card reports:
+The held-out measurements are the ones the model card reports. Audio:
 - spoken questions: does the e2e answer contain the same key answer as the answer to the text of the
   question (cases where the text answer has the key), with the cascade's figure beside it;
 - "repeat what I said": word error rate of the e2e path and of Whisper's own decoder on the same
   held-out espeak-ng clips and human recordings;
 - time to first token for a spoken question, e2e vs cascade.
+Vision: does the answer to "What is in this picture?" name the main object of each evaluation photo,
+e2e beside the cascade.
 """
 
 from __future__ import annotations
@@ -16,18 +18,27 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
 from app.metrics import contains_any, normalize_text, word_errors
+from app.suites import DICTATION, SPOKEN_QUESTIONS, photo_specs
+from encoders.audio import load_audio
+from encoders.errors import InputError
+from encoders.vision import load_photo
+from fusion.assistant import Assistant, Timings
+from fusion.model import OmniConfig
+from fusion.prompt import REPEAT_PROMPT, Audio, Image
 from fusion.runtime.generate import SamplingConfig
-from fusion.prompt import Audio
-from fusion.training.loop import REPEAT
+from fusion.training.loop import TrainConfig, build_audio_dataset, plot_curve, train_projector
+from fusion.training.vision_data import build_vision_dataset
+from fusion.weights.fetch import cache_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "projectors"
 HUMAN = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards")]
 
 
 def evaluation_sentences() -> set[str]:
-    from app.suites import DICTATION, SPOKEN_QUESTIONS
-
     return {q for _, q, _ in SPOKEN_QUESTIONS} | set(DICTATION)
 
 
@@ -35,13 +46,6 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
           rebuild_data: bool, install: bool, objective: str | None = None, lr: float | None = None,
           mentions: int = 0) -> dict:
     """`objective` None: ctc for audio, distill for vision; `lr` None: 2e-3 for ctc, 1e-3 for distill."""
-    from encoders.errors import InputError
-    from fusion.assistant import Assistant
-    from fusion.model import OmniConfig
-    from fusion.training.loop import TrainConfig, build_audio_dataset, plot_curve, train_projector
-    from fusion.training.vision_data import build_vision_dataset
-    from fusion.weights.fetch import cache_dir
-
     objective = objective or ("ctc" if modality == "audio" else "distill")
     if objective == "ctc" and modality != "audio":
         raise InputError("the ctc objective reads transcripts: audio only (vision trains with distill)")
@@ -55,8 +59,6 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     if lr:
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
-    import torch
-
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one (untested: none lent)
     assistant = Assistant.load_default(device=device, projectors=None, untrained=True)
     if rebuild_data and data.exists():
@@ -86,9 +88,6 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
 
 def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) -> None:
     """Merge the trained projector into assets/projectors/pocket.safetensors (the default)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
     ASSETS.mkdir(parents=True, exist_ok=True)
     target = ASSETS / "pocket.safetensors"
     state = load_file(str(target)) if target.exists() else {}
@@ -104,12 +103,9 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
 
 
 def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
-    from encoders.audio import load_audio
-    from encoders.errors import InputError
-    from fusion.assistant import Timings
-
+    """Spoken questions, "repeat what I said" and time to first token on the held-out clips (see the
+    module's docstring)."""
     meta = [m for m in json.loads((data / "meta.json").read_text()) if m["split"] == "heldout"]
-    tok = assistant.model.tokenizer
     sampling = SamplingConfig(max_new_tokens=max_tokens)
 
     def answer(content, mode):
@@ -118,6 +114,25 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         except InputError:  # e.g. the cascade's transcript is empty: nothing said counts as every word missed
             return ""
 
+    qa = _spoken_qa(assistant, meta, data, answer)
+    repeat = _repeat_errors(assistant, meta, data, answer)
+    five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5 and m["kind"] != "fortune"][:5] or meta[:5]
+    ttft = _first_token_times(assistant, [data / "heldout" / f"{m['key']}.wav" for m in five])
+    n_qa = max(qa["cases"], 1)
+    has_readout = assistant.model.audio_readout is not None
+    return {
+        "spoken_qa_cases": qa["cases"],
+        "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
+        **{f"repeat_wer_{kind}_{path_name}": r[path_name] / max(r["words"], 1) for kind, r in repeat.items()
+           for path_name in ("e2e", "heard", "cascade", "whisper") if path_name != "heard" or has_readout},
+        "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
+        "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
+    }
+
+
+def _spoken_qa(assistant, meta: list[dict], data: Path, answer) -> dict:
+    """Held-out spoken questions whose text answer holds the key: how many e2e and cascade answers hold it too."""
+    tok = assistant.model.tokenizer
     qa = {"cases": 0, "e2e": 0, "cascade": 0}
     for m in meta:
         if not m["answer_key"] or not m.get("answer_ids"):  # dictation and fortunes: the repeat task only
@@ -128,6 +143,12 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
         qa["cases"] += 1
         qa["e2e"] += contains_any(answer([Audio(wave)], "e2e"), [m["answer_key"]])
         qa["cascade"] += contains_any(answer([Audio(wave)], "cascade"), [m["answer_key"]])
+    return qa
+
+
+def _repeat_errors(assistant, meta: list[dict], data: Path, answer) -> dict:
+    """"Repeat what I said" on up to 40 held-out espeak-ng clips and the human recordings: word errors per path,
+    and words, for each kind of clip."""
     # errors per path, and words: e2e (the decoder's answer), heard (the CTC readout's words, what the
     # decoder is given), cascade (the decoder's answer to Whisper's transcript), whisper (the transcript)
     repeat = {kind: dict.fromkeys(("e2e", "heard", "cascade", "whisper", "words"), 0) for kind in ("espeak", "human")}
@@ -141,41 +162,32 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     for kind, path, text in clips:
         wave = load_audio(path)
         heard = assistant.model.audio_words(Audio(wave))
-        said = {"e2e": answer([Audio(wave), REPEAT], "e2e"), "cascade": answer([Audio(wave), REPEAT], "cascade"),
+        said = {"e2e": answer([Audio(wave), REPEAT_PROMPT], "e2e"), "cascade": answer([Audio(wave), REPEAT_PROMPT], "cascade"),
                 "whisper": assistant.transcribe(wave), "heard": heard if heard is not None else ""}
         r = repeat[kind]
         for path_name, out in said.items():
             r[path_name] += word_errors(text, out)[0]
         r["words"] += len(normalize_text(text).split())
+    return repeat
+
+
+def _first_token_times(assistant, clips: list[Path]) -> dict[str, list[float]]:
+    """Seconds to the first token of the answer to each spoken question, e2e and cascade."""
     ttft = {"e2e": [], "cascade": []}
-    five = [m for m in meta if 4.0 <= m["seconds"] <= 6.5 and m["kind"] != "fortune"][:5] or meta[:5]
-    for m in five:
-        wave = load_audio(data / "heldout" / f"{m['key']}.wav")
+    for clip in clips:
+        wave = load_audio(clip)
         for mode in ttft:
             t = Timings()
             for _ in assistant.chat([{"role": "user", "content": [Audio(wave)]}], mode,
                                     SamplingConfig(max_new_tokens=4), t):
                 pass
             ttft[mode].append(t.first_token_s or t.total_s)
-    n_qa = max(qa["cases"], 1)
-    has_readout = assistant.model.audio_readout is not None
-    return {
-        "spoken_qa_cases": qa["cases"],
-        "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
-        **{f"repeat_wer_{kind}_{path_name}": r[path_name] / max(r["words"], 1) for kind, r in repeat.items()
-           for path_name in ("e2e", "heard", "cascade", "whisper") if path_name != "heard" or has_readout},
-        "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
-        "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
-    }
+    return ttft
 
 
 def heldout_photo_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     """"What is in this picture?" on the evaluation photos (never trained on): does the answer name the
     main object? e2e beside the cascade."""
-    from app.suites import photo_specs
-    from fusion.prompt import Image
-    from encoders.vision import load_photo
-
     sampling = SamplingConfig(max_new_tokens=max_tokens)
     hits, answers = {"e2e": 0, "cascade": 0}, {}
     photos = photo_specs()

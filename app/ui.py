@@ -93,7 +93,7 @@ def _loading_text(holder: ModelHolder) -> str:
     if state == "ready":
         return ""
     if state == "loading":
-        return (f"_Loading the model: {holder.loading_text()}. The page works meanwhile: a message sent now "
+        return (f"_The model is loading: {holder.loading_text()}. The page works meanwhile: a message sent now "
                 f"waits for the model and is answered when it is ready._")
     return f"**The model failed to load:** {holder.error}"
 

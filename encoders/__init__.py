@@ -1,4 +1,5 @@
-"""Pixels and waveforms -> feature sequences. Knows nothing of LLMs, prompts or UI."""
+"""Pixels and waveforms -> feature sequences, class labels, transcripts, hands and faces (and text -> speech
+with espeak-ng). Knows nothing of LLMs, prompts or UI."""
 
 from encoders.errors import InputError
 

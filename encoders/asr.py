@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
-from encoders.audio import AudioTower, is_silent, windows, log_mel_spectrogram
+from encoders.audio import AudioTower, is_silent, log_mel_spectrogram, windows
 
 MAX_TOKENS_PER_WINDOW = 224  # Whisper's own cap: half its 448-token context
 
@@ -38,7 +39,7 @@ class WhisperTranscriber:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, language: str = "en",
                         dtype: torch.dtype = torch.float32) -> "WhisperTranscriber":
-        from tokenizers import Tokenizer
+        # lazy: ~3 s at import (triton with it); compare and eval --server import this module, never load the model
         from transformers import WhisperForConditionalGeneration
 
         path = Path(path)

@@ -21,8 +21,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch import nn
 
 from encoders.errors import InputError
@@ -34,19 +36,14 @@ N_MELS = 80
 CHUNK_LENGTH = 30  # seconds in one Whisper window
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a window
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames/s; the encoder halves it to 50/s
 
 MIN_SECONDS = 0.1
 MAX_SECONDS = 600.0  # ten minutes; a longer recording is refused with a message, not cut
 SILENCE_RMS = 10 ** (-50 / 20)  # loudest 20 ms under -50 dBFS counts as silence
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac", ".aiff", ".aif"}
-
 
 def load_audio(source: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """Decode an audio file to mono float32 at 16 kHz; InputError with a one-line reason otherwise."""
-    import soundfile as sf
-
     path = Path(source)
     if not path.is_file():
         raise InputError(f"no such audio file: {path}")
@@ -84,8 +81,6 @@ def to_mono_16k(samples: np.ndarray, rate: int, max_seconds: float = MAX_SECONDS
     if len(a) / rate < MIN_SECONDS:
         raise InputError(f"{name} is too short ({len(a) / rate * 1000:.0f} ms); speak for at least {MIN_SECONDS} s")
     if rate != SAMPLE_RATE:
-        import torchaudio.functional as AF
-
         a = AF.resample(torch.from_numpy(a), int(rate), SAMPLE_RATE).numpy()
     return np.clip(a, -1.0, 1.0)
 
@@ -132,8 +127,6 @@ def mel_filters(device: torch.device | str = "cpu") -> torch.Tensor:
     """(M, N_FFT//2+1) Slaney mel filterbank, as librosa (and so Whisper) builds it."""
     key = str(device)
     if key not in _MEL_FILTERS:
-        import torchaudio.functional as AF
-
         fb = AF.melscale_fbanks(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, N_MELS, SAMPLE_RATE,
                                 norm="slaney", mel_scale="slaney")
         _MEL_FILTERS[key] = fb.T.contiguous().to(device)
@@ -163,12 +156,6 @@ class AudioTower(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.feature_dim = int(encoder.config.d_model)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "AudioTower":
-        from transformers import WhisperModel
-
-        return cls(WhisperModel.from_pretrained(str(path), dtype=dtype).encoder.eval())
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, M, F) with F even and <= N_FRAMES -> (B, F/2, Da)."""

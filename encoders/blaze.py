@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -80,8 +81,6 @@ def rgb_frame(frame, min_side: int = 1) -> np.ndarray:
 
 def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
     """(the frame letterboxed into a size x size square, scale, left and top padding in pixels)."""
-    import cv2
-
     h, w = frame.shape[:2]
     s = size / max(h, w)
     nh, nw = max(round(h * s), 1), max(round(w * s), 1)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -75,8 +76,6 @@ def _normalize_angle(a: float) -> float:
 
 def crop(frame: np.ndarray, region: Region, size: int, border=None) -> np.ndarray:
     """The rotated region resampled to size x size (bilinear), RGB uint8."""
-    import cv2
-
     tl, tr, _, bl = region.corners().astype(np.float32)
     src = np.stack([tl, tr, bl])
     dst = np.array([[0, 0], [size, 0], [0, size]], np.float32)

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tflite
 import torch
 import torch.nn.functional as F
+from tflite.BuiltinOperator import BuiltinOperator
+from tflite.BuiltinOptions import BuiltinOptions
 from torch import nn
 
 _SAME, _VALID = 0, 1  # tflite Padding
@@ -96,10 +99,6 @@ class TFLiteGraph(nn.Module):
 
     def __init__(self, path: str | Path):
         super().__init__()
-        import tflite
-        from tflite.BuiltinOperator import BuiltinOperator
-        from tflite.BuiltinOptions import BuiltinOptions
-
         op_names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
         option_names = {v: k for k, v in vars(BuiltinOptions).items() if not k.startswith("_")}
         buf = Path(path).read_bytes()

@@ -18,12 +18,12 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from encoders.errors import InputError
 
 MAX_PIXELS = 100_000_000  # 10k x 10k; larger is refused before decoding (decompression bombs)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
 def load_image(source: str | os.PathLike | bytes) -> np.ndarray:
@@ -85,6 +85,7 @@ class VisionTower(nn.Module):
 
     def __init__(self, config: VisionConfig):
         super().__init__()
+        # lazy: timm costs ~2.7 s at import (triton with it); compare and eval --server import this, never build a tower
         import timm
         from timm.data import resolve_data_config
 
@@ -128,7 +129,7 @@ class VisionTower(nn.Module):
         """Human-readable class names when the head is ImageNet-1k."""
         if self.num_classes != 1000:
             return [f"class {i}" for i in range(self.num_classes)]
-        from timm.data import ImageNetInfo
+        from timm.data import ImageNetInfo  # lazy: timm costs ~2.7 s at import (see __init__)
 
         info = ImageNetInfo()
         return [info.index_to_description(i) for i in range(1000)]
@@ -153,8 +154,6 @@ def _square_grid(n: int) -> tuple[int, int]:
 
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "state_dict_ema"):  # common training-checkpoint wrappers
@@ -176,12 +175,13 @@ def load_photo(spec: str) -> np.ndarray:
             raise FileNotFoundError(f"{path} is missing: install Debian's opencv-doc (setup.sh does)")
         return load_image(path)
     if source == "skimage":
+        # lazy: scikit-image is a test extra (pyproject.toml), absent from a plain install
         import skimage
         import skimage.data
 
         if "." in name:  # a file in scikit-image's data folder without a loader function
             return load_image(Path(skimage.data_dir) / name)
         return to_rgb(getattr(skimage.data, name)())
-    import matplotlib
+    import matplotlib  # lazy: 0.13 s at import; of all photos only the vision training ones come from it
 
     return load_image(Path(matplotlib.get_data_path()) / "sample_data" / name)

@@ -30,7 +30,7 @@ def set_backend(name: str) -> None:
 
 
 def triton_available() -> bool:
-    try:
+    try:  # lazy: triton is optional (CUDA wheels of torch bring it)
         import triton  # noqa: F401
     except ImportError:
         return False
@@ -59,7 +59,7 @@ def decode_backend(device: torch.device, cpp_ops: bool) -> str:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, q_offset: int = 0) -> torch.Tensor:
     """q (1, H, T, d) at positions q_offset.. q_offset+T-1; k, v (1, KH, L, d) for positions 0..L-1."""
     if backend_for(q.device) == "triton":
-        from fusion.runtime import kernels
+        from fusion.runtime import kernels  # lazy: it imports triton, an optional dependency
 
         if q.shape[2] == 1:  # one query over the whole cache: the decode kernel
             return attend_decode(q[:, :, 0], k, v, torch.tensor([k.shape[2]], device=q.device))[:, :, None]
@@ -86,7 +86,7 @@ def attend_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: to
     (B, KH, L, d), lengths (B,) -> (B, H, d). Each query sees entries 0..lengths[b]-1 of its cache.
     mask: decode_mask(lengths), when the caller already has it."""
     if backend_for(q.device) == "triton":
-        from fusion.runtime import kernels
+        from fusion.runtime import kernels  # lazy: it imports triton, an optional dependency
 
         return kernels.decode_attention(q, k, v, lengths.to(device=q.device, dtype=torch.int32))
     if mask is None:

@@ -1,12 +1,18 @@
 """The C++ decode ops for x86 CPUs (fusion/runtime/csrc/cpu_decode.cpp), compiled once per machine and cached.
 
-    ops = cpu_ops.load()       # the extension module, or None where it cannot run (then use BLAS)
-    packed = ops.pack_half(w)  # (out, in) float32 -> float16 in the kernel's blocked layout
-    y = ops.gemv_half(x, packed, residual)   # (B, in) float32 -> (B, out) float32 (+ residual)
+    ops = cpu_ops.load()                     # the extension module, or None where it cannot run (then use BLAS)
+    packed = ops.pack_half(w)                # (out, in) float32 -> float16 in the kernel's blocked layout
+    y = ops.gemv_half(x, packed, out, residual=None)   # (B, in) float32 -> (B, out) float32 (+ residual)
+    y = ops.rms_norm(x, weight, eps)         # (B, D) float32 RMSNorm
+    y = ops.silu_mul(gate_up)                # (B, 2I) [gate | up] -> silu(gate) * up, (B, I)
+    y = ops.attend_decode(qkv, cos, sin, k_cache, v_cache, slots, positions, heads)
+        # one decode step's rotary embedding, cache write and attention for B conversations -> (B, H d)
 
-The build (about 30 s with g++) lands in $POCKET_OMNI_CACHE/torch_extensions; `setup.sh` runs it so the
-first answer does not wait for it. It needs AVX2, FMA and F16C (every x86 CPU since 2013) and a C++
-compiler; without them `load()` says why in the log and returns None.
+fusion/runtime/engine.py uses them for one-token steps and short prefills (float16 weights, float32
+accumulation). The build (about 30 s with g++) lands in $POCKET_OMNI_CACHE/torch_extensions;
+`launch.py fetch` (run by `setup.sh`) builds it so the first answer does not wait for it. It needs AVX2,
+FMA and F16C (every x86 CPU since 2013) and a C++ compiler; without them, or with
+POCKET_OMNI_CPU_OPS=0, `load()` says why in the log and returns None.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
+
+from fusion.weights.fetch import cache_dir
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).parent / "csrc" / "cpu_decode.cpp"
@@ -37,9 +45,8 @@ def load():
     if reason:
         log.info("C++ decode ops not used: %s", reason)
         return None
+    # lazy: 0.07 s at import, and importing it logs a CUDA_HOME warning; only building the CPU ops needs it
     from torch.utils import cpp_extension
-
-    from fusion.weights.fetch import cache_dir
 
     build = cache_dir() / "torch_extensions" / "pocket_omni_cpu_decode"
     build.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,13 @@ and greedy text identical on the tested prompts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from fusion.runtime import attention
+from fusion.runtime import attention, cpu_ops
 
 # prefills of up to this many new rows use the float16 weights and the C++ product (with the ops
 # loaded): 2.5x float32 BLAS at 8 rows, 1.4x at 43, 1.08x at 100, slower from ~200 (measured on this
@@ -64,8 +65,6 @@ class Matrix:
 
 
 def _time_row_product(weights: list[torch.Tensor], transposed: bool, repeats: int = 3) -> float:
-    import time
-
     mats = [w.t().contiguous() if transposed else w for w in weights]
     x = torch.randn(1, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
     best = float("inf")
@@ -158,8 +157,6 @@ class StaticEngine:
             raise ValueError(f"decode_weights: auto, fp16 or fp32, not {decode_weights!r}")
         if decode_weights == "fp32" or self.device.type != "cpu" or dtype != torch.float32:
             return None
-        from fusion.runtime import cpu_ops
-
         ops = cpu_ops.load()
         if ops is None and decode_weights == "fp16":
             raise ValueError(f"fp16 decode weights need the C++ ops: {cpu_ops.unavailable_reason() or 'build failed'}")

@@ -23,15 +23,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+import matplotlib
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
+matplotlib.use("Agg")  # before pyplot: curves are drawn on machines without a screen
+import matplotlib.pyplot as plt  # noqa: E402
+
+from encoders.audio import SAMPLE_RATE, load_audio
 from encoders.speech import speak
 from fusion.model import OmniModel
-from fusion.prompt import Audio, Image, build_prompt_ids
+from fusion.prompt import REPEAT_PROMPT, Audio, Image, build_prompt_ids
+from fusion.training import speech_data
+from fusion.training.vision_data import vision_sampler
 
-REPEAT = "Repeat exactly what was said."
+
 MAX_TARGET_TOKENS = 20
 
 
@@ -96,40 +106,71 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     they are made, with the random generator's state, so a build run again after an interruption goes on
     where it stopped and ends with the same data as one that was never interrupted. meta.json is written
     last: its presence means the build is complete."""
-    import soundfile as sf
-    from safetensors.torch import load_file, save_file
-    from tqdm import tqdm
-
-    from encoders.audio import load_audio
-    from fusion.training.speech_data import (HELD_OUT_VOICES, TRAIN_VOICES, Prompt, augment, fortune_sentences,
-                                    human_recordings, is_held_out_sentence, mention_sentences, prompts)
-
     rng = np.random.default_rng(seed)
-    templates = prompts(seed)
-    items = templates + [Prompt(t, None, "fortune") for t in fortune_sentences(FORTUNE_SENTENCES, seed)]
-    items += [Prompt(t, None, "mention") for t in mention_sentences(mentions, seed)]
+    templates = speech_data.prompts(seed)
+    items = templates + [speech_data.Prompt(t, None, "fortune")
+                         for t in speech_data.fortune_sentences(FORTUNE_SENTENCES, seed)]
+    items += [speech_data.Prompt(t, None, "mention") for t in speech_data.mention_sentences(mentions, seed)]
     partial = out_dir / "partial"
     partial.mkdir(parents=True, exist_ok=True)
-    answered = [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]]
-    cached = partial / "answers.json"
-    saved = json.loads(cached.read_text()) if cached.exists() else None
-    if saved and saved["texts"] == answered:
-        answers = saved["answers"]
-    else:
-        answers = teacher_answers(model, answered, log=log)
-        cached.write_text(json.dumps({"texts": answered, "answers": answers}))
+    answers = _cached_teacher_answers(model, [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]],
+                                      partial / "answers.json", log)
     answers += [None] * (len(items) - len(answers))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    clips, meta = {}, []
-    start = 0
+    clips, meta, start = _resume_chunks(partial, rng)
+    if start:
+        log(f"resuming the data build at prompt {start}/{len(items)} ({len(meta)} clips made)")
+    add = _clip_adder(model, out_dir, clips, meta, eos)
+    bar = tqdm(total=len(items), initial=start, desc="speaking and encoding", unit="prompt")
+    for first in range(start, len(items), BUILD_CHUNK):
+        first_clip = len(meta)
+        for i in range(first, min(first + BUILD_CHUNK, len(items))):
+            _speak_prompt(i, items[i], answers[i], add, rng, evaluation_sentences, variants, eos)
+            bar.update()
+        _save_chunk(partial / f"chunk{first:06d}", meta[first_clip:], clips, min(first + BUILD_CHUNK, len(items)), rng)
+    bar.close()
+    for wav, text in tqdm(speech_data.human_recordings(), desc="human recordings", unit="clip"):
+        if speech_data.is_held_out_sentence(text, evaluation_sentences):
+            continue  # one speaker, also in training: no held-out measure from these
+        wave = load_audio(wav)
+        add(speech_data.augment(wave, rng) if rng.random() < 0.5 else wave, text, False, answer_key=None,
+            kind="human", voice="asterisk", answer_ids=None)  # repeat task only
+    save_file(clips, str(out_dir / "features.safetensors"))
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(partial)
+    summary = {"clips": len(meta), "train": sum(m["split"] == "train" for m in meta),
+               "heldout": sum(m["split"] == "heldout" for m in meta)}
+    log(f"dataset: {summary}")
+    return summary
+
+
+def _cached_teacher_answers(model: OmniModel, texts: list[str], cached: Path, log) -> list:
+    """The teacher's answers to texts, read back from `cached` when it holds the answers to the same texts
+    (a resumed build), else generated and saved there."""
+    saved = json.loads(cached.read_text()) if cached.exists() else None
+    if saved and saved["texts"] == texts:
+        return saved["answers"]
+    answers = teacher_answers(model, texts, log=log)
+    cached.write_text(json.dumps({"texts": texts, "answers": answers}))
+    return answers
+
+
+def _resume_chunks(partial: Path, rng: np.random.Generator) -> tuple[dict, list, int]:
+    """(clips, meta, next prompt) of the chunks an interrupted build saved in `partial` (empty, empty, 0 for
+    a new build); rng is set to its state after the last of them."""
+    clips, meta, start = {}, [], 0
     for chunk in sorted(partial.glob("chunk*.json")):  # a resumed build: what was already made
         done = json.loads(chunk.read_text())
         meta += done["meta"]
         clips.update(load_file(str(chunk.with_suffix(".safetensors"))))
         start = done["next"]
         rng.bit_generator.state = done["rng"]
-    if start:
-        log(f"resuming the data build at prompt {start}/{len(items)} ({len(meta)} clips made)")
+    return clips, meta, start
+
+
+def _clip_adder(model: OmniModel, out_dir: Path, clips: dict, meta: list, eos: int) -> Callable:
+    """add(wave, text, held, **fields): the clip's encoder features into `clips`, its record into `meta`;
+    a held-out clip is also written as audio."""
 
     def add(wave, text, held, **fields):
         with torch.inference_mode():
@@ -138,49 +179,34 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
         clips[key] = frames.to("cpu", torch.float16).contiguous()
         if held:  # kept as audio too: the cascade and the e2e path are measured on the same clips
             (out_dir / "heldout").mkdir(parents=True, exist_ok=True)
-            sf.write(out_dir / "heldout" / f"{key}.wav", wave, 16000)
+            sf.write(out_dir / "heldout" / f"{key}.wav", wave, SAMPLE_RATE)
         meta.append({"key": key, "text": text, "split": "heldout" if held else "train",
-                     "seconds": len(wave) / 16000,
+                     "seconds": len(wave) / SAMPLE_RATE,
                      "transcript_ids": model.tokenizer.encode(text, add_special_tokens=False) + [eos], **fields})
 
-    def save_chunk(first: int, next_prompt: int, first_clip: int):
-        new = meta[first_clip:]
-        name = partial / f"chunk{first:06d}"
-        save_file({m["key"]: clips[m["key"]] for m in new}, str(name.with_suffix(".safetensors")))
-        name.with_suffix(".json").write_text(json.dumps({"next": next_prompt, "meta": new,
-                                                         "rng": rng.bit_generator.state}))
+    return add
 
-    bar = tqdm(total=len(items), initial=start, desc="speaking and encoding", unit="prompt")
-    for first in range(start, len(items), BUILD_CHUNK):
-        first_clip = len(meta)
-        for i in range(first, min(first + BUILD_CHUNK, len(items))):
-            p, answer = items[i], answers[i]
-            held = is_held_out_sentence(p.text, evaluation_sentences)
-            voices = HELD_OUT_VOICES if held else TRAIN_VOICES
-            n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
-            for v in range(n):
-                voice = voices[(i + v * 3) % len(voices)]
-                wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
-                if not held or v:
-                    wave = augment(wave, rng)
-                add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
-                    answer_ids=None if answer is None else answer + [eos])
-            bar.update()
-        save_chunk(first, min(first + BUILD_CHUNK, len(items)), first_clip)
-    bar.close()
-    for wav, text in tqdm(human_recordings(), desc="human recordings", unit="clip"):
-        if is_held_out_sentence(text, evaluation_sentences):
-            continue  # one speaker, also in training: no held-out measure from these
-        wave = load_audio(wav)
-        add(augment(wave, rng) if rng.random() < 0.5 else wave, text, False, answer_key=None, kind="human",
-            voice="asterisk", answer_ids=None)  # repeat task only
-    save_file(clips, str(out_dir / "features.safetensors"))
-    (out_dir / "meta.json").write_text(json.dumps(meta))
-    shutil.rmtree(partial)
-    summary = {"clips": len(meta), "train": sum(m["split"] == "train" for m in meta),
-               "heldout": sum(m["split"] == "heldout" for m in meta)}
-    log(f"dataset: {summary}")
-    return summary
+
+def _speak_prompt(i: int, p: speech_data.Prompt, answer: list[int] | None, add: Callable, rng: np.random.Generator,
+                  evaluation_sentences: set[str], variants: int, eos: int) -> None:
+    """Prompt i spoken (1 take of a fortune or mention, 2 of a held-out prompt, else `variants`), each take
+    but a held-out prompt's first augmented, and added."""
+    held = speech_data.is_held_out_sentence(p.text, evaluation_sentences)
+    voices = speech_data.HELD_OUT_VOICES if held else speech_data.TRAIN_VOICES
+    n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
+    for v in range(n):
+        voice = voices[(i + v * 3) % len(voices)]
+        wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
+        if not held or v:
+            wave = speech_data.augment(wave, rng)
+        add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
+            answer_ids=None if answer is None else answer + [eos])
+
+
+def _save_chunk(name: Path, new: list[dict], clips: dict, next_prompt: int, rng: np.random.Generator) -> None:
+    """The clips of one chunk (`new`: their records), where the build goes on and the generator's state."""
+    save_file({m["key"]: clips[m["key"]] for m in new}, str(name.with_suffix(".safetensors")))
+    name.with_suffix(".json").write_text(json.dumps({"next": next_prompt, "meta": new, "rng": rng.bit_generator.state}))
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -199,15 +225,13 @@ Sampler = Callable[[random.Random], tuple[torch.Tensor, "str | None", list[int]]
 
 
 def audio_sampler(model: OmniModel, data_dir: Path, config: TrainConfig) -> Sampler:
-    from safetensors.torch import load_file
-
     meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
     feats = load_file(str(data_dir / "features.safetensors"))
 
     def draw(rng: random.Random):
         m = rng.choice(meta)
         if m["answer_ids"] is None or rng.random() < config.repeat_fraction:
-            return model.audio_projector(feats[m["key"]].to(model.device, torch.float32)), REPEAT, m["transcript_ids"]
+            return model.audio_projector(feats[m["key"]].to(model.device, torch.float32)), REPEAT_PROMPT, m["transcript_ids"]
         return model.audio_projector(feats[m["key"]].to(model.device, torch.float32)), None, m["answer_ids"]
 
     return draw
@@ -217,8 +241,6 @@ def ctc_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Call
     """CTC of the transcripts over the decoder's embedding table (CTCReadout): no decoder pass, so a step
     costs the projector only. Attaches a new readout over the training transcripts' token ids to the
     model (a resumed run then loads its checkpoint into it)."""
-    from safetensors.torch import load_file
-
     meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
     feats = load_file(str(data_dir / "features.safetensors"))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -245,12 +267,7 @@ def distill_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> 
     """Cross-entropy of the decoder on the targets (its own text-prompted answer, or the transcript) after
     the spliced media tokens: the decoder runs forward and backward, frozen."""
     kind = Audio if config.modality == "audio" else Image
-    if kind is Audio:
-        draw = audio_sampler(model, data_dir, config)
-    else:
-        from fusion.training.vision_data import vision_sampler
-
-        draw = vision_sampler(model, data_dir, config)
+    draw = audio_sampler(model, data_dir, config) if kind is Audio else vision_sampler(model, data_dir, config)
     parts: dict[tuple, tuple[list[int], list[int]]] = {}  # the template depends on (prompt, n) only
 
     def prompt_parts(prompt: str | None, n: int) -> tuple[list[int], list[int]]:
@@ -291,18 +308,7 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
     """Train one projector (and, for the CTC objective, its readout) on a built dataset; resumable from
     out_dir/checkpoint.pt. `stop_after` ends this run early (as an interruption would) after that many
     steps; None returned."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
-
-    model.requires_grad_(False)
-    if config.objective == "ctc":
-        if config.modality != "audio":
-            raise ValueError("the CTC objective reads transcripts: audio only")
-        step_loss = ctc_objective(model, data_dir, config)
-        trained = {"projector": model.audio_projector, "readout": model.audio_readout}
-    else:
-        step_loss = distill_objective(model, data_dir, config)
-        trained = {"projector": model.audio_projector if config.modality == "audio" else model.vision_projector}
+    step_loss, trained = _objective(model, data_dir, config)
     params = [p for m in trained.values() for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -310,22 +316,7 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
     schedule = lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))  # noqa: E731
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
-    step = 0
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location=model.device)
-        for name, module in trained.items():
-            module.load_state_dict(state[name])
-        opt.load_state_dict(state["optimizer"])
-        step, rng = state["step"], state["rng"]
-        torch.set_rng_state(state["torch_rng"].cpu())
-        log(f"resuming from step {step}")
-        if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            log_path.write_text("".join(line + "\n" for line in kept))
-    elif log_path.exists():
-        log_path.unlink()
+    step, rng = _start_or_resume(ckpt, log_path, trained, opt, model.device, config.seed, log)
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.modality} projector ({config.objective})",
                unit="step")
     t_start = time.perf_counter()
@@ -351,20 +342,55 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
             torch.save({**{name: m.state_dict() for name, m in trained.items()}, "optimizer": opt.state_dict(),
                         "step": step, "rng": rng, "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
     bar.close()
-    weights = out_dir / f"{config.modality}_projector.safetensors"
-    tensors = {f"{config.modality}.{k}": v for k, v in trained["projector"].state_dict().items()}
+    return _save_projector(out_dir / f"{config.modality}_projector.safetensors", config.modality, trained)
+
+
+def _objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> tuple[Callable, dict[str, torch.nn.Module]]:
+    """(loss of one step, the modules it trains by name) for the config's objective; the rest of the
+    model frozen."""
+    model.requires_grad_(False)
+    if config.objective == "ctc":
+        if config.modality != "audio":
+            raise ValueError("the CTC objective reads transcripts: audio only")
+        step_loss = ctc_objective(model, data_dir, config)  # attaches the readout it trains
+        return step_loss, {"projector": model.audio_projector, "readout": model.audio_readout}
+    step_loss = distill_objective(model, data_dir, config)
+    return step_loss, {"projector": model.audio_projector if config.modality == "audio" else model.vision_projector}
+
+
+def _start_or_resume(ckpt: Path, log_path: Path, trained: dict, opt, device, seed: int,
+                     log) -> tuple[int, random.Random]:
+    """(first step, the sampling generator) of a run: seeded for a new run; restored with the modules, the
+    optimizer and torch's generator from the checkpoint when there is one (the curve's log trimmed to it)."""
+    step = 0
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False, map_location=device)
+        for name, module in trained.items():
+            module.load_state_dict(state[name])
+        opt.load_state_dict(state["optimizer"])
+        step, rng = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        log(f"resuming from step {step}")
+        if log_path.exists():  # steps after the checkpoint are redone: drop their first try from the curve
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
+    elif log_path.exists():
+        log_path.unlink()
+    return step, rng
+
+
+def _save_projector(weights: Path, modality: str, trained: dict) -> Path:
+    """The trained projector (and readout) as `modality.`-prefixed tensors in a safetensors file."""
+    tensors = {f"{modality}.{k}": v for k, v in trained["projector"].state_dict().items()}
     if "readout" in trained:
-        tensors.update({f"{config.modality}.readout.{k}": v for k, v in trained["readout"].state_dict().items()})
+        tensors.update({f"{modality}.readout.{k}": v for k, v in trained["readout"].state_dict().items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
     return weights
 
 
 def plot_curve(log_path: Path, png: Path, title: str, ylabel: str = "cross-entropy on target tokens") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [json.loads(line) for line in log_path.read_text().splitlines()]
     steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
     k = max(1, len(losses) // 50)

@@ -8,15 +8,16 @@ generated sentences chosen by hash, so held-out numbers measure new voices and n
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import random
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from encoders.audio import SAMPLE_RATE
 
 COUNTRIES = {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "Spain": "Madrid", "Germany": "Berlin",
              "Egypt": "Cairo", "Canada": "Ottawa", "Russia": "Moscow", "China": "Beijing", "England": "London",
@@ -138,8 +139,6 @@ def fortune_sentences(limit: int, seed: int = 0) -> list[str]:
 
 def human_recordings() -> list[tuple[Path, str]]:
     """(wav, transcript) for the Asterisk prompts recorded by one human speaker (file name = key)."""
-    import gzip
-
     if not ASTERISK_TRANSCRIPTS.exists():
         return []
     out = []
@@ -162,7 +161,7 @@ def augment(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Level change, optional room reverb (exponential-decay noise impulse) and background noise."""
     x = wave.astype(np.float32)
     if rng.random() < 0.4:
-        n = int(16000 * rng.uniform(0.05, 0.3))
+        n = int(SAMPLE_RATE * rng.uniform(0.05, 0.3))
         ir = rng.standard_normal(n).astype(np.float32) * np.exp(-np.linspace(0, rng.uniform(4, 9), n)).astype(np.float32)
         ir[0] = 1.0
         x = np.convolve(x, ir)[: len(x)]

@@ -18,8 +18,10 @@ import json
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from encoders.vision import load_photo, short_name
 from fusion.model import OmniModel
@@ -33,8 +35,6 @@ TARGET_PROBABILITY = 0.6
 
 
 def augment_photo(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import cv2
-
     h, w = rgb.shape[:2]
     s = rng.uniform(0.55, 1.0)
     ch, cw = int(h * s), int(w * s)
@@ -55,8 +55,6 @@ def naming_sentence(name: str) -> str:
 
 @torch.inference_mode()
 def build_vision_dataset(model: OmniModel, out_dir: Path, per_photo: int = 40, seed: int = 0, log=print) -> dict:
-    from safetensors.torch import save_file
-
     rng = np.random.default_rng(seed)
     tower = model.vision_tower
     maps, labels, sources = [], [], []
@@ -91,8 +89,6 @@ def push_towards(feats: torch.Tensor, c: int, mask: torch.Tensor, weight: torch.
 def class_examples(model: OmniModel, data_dir: Path):
     """A function rng -> (patch features (N, Dv), class c): a real photo's features with the head's top
     class, or (most of the time) a photo's features pushed towards a random class inside a random region."""
-    from safetensors.torch import load_file
-
     tower = model.vision_tower
     head = tower.model.get_classifier()
     real = load_file(str(data_dir / "features.safetensors"))["maps"].to(head.weight.device)

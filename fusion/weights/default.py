@@ -1,6 +1,5 @@
 """The default ("pocket") weights: every part fetched, verified and converted once."""
 
-
 from __future__ import annotations
 
 import shutil
@@ -12,6 +11,7 @@ from fusion.weights.fetch import Log, cache_dir, fetch, install_converted, is_co
 from fusion.weights.mediapipe import FACE_DETECTOR, ensure_hand_models
 from fusion.weights.smollm import SMOLLM2_GGUF, convert_smollm2
 from fusion.weights.whisper import WHISPER_BASE_BIN, WHISPER_BASE_CT2_CONFIG, WHISPER_BASE_TOKENIZER, convert_whisper_ct2
+
 
 @dataclass(frozen=True)
 class DefaultWeights:

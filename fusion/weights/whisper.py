@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from fusion.weights.fetch import PackagedFile, WeightError
 
@@ -132,7 +131,7 @@ def _count_layers(ct2: dict[str, np.ndarray], stack: str) -> int:
 
 
 def whisper_config_from_ct2(ct2: dict[str, np.ndarray]):
-    from transformers import WhisperConfig
+    from transformers import WhisperConfig  # lazy: ~1.1 s at import; only a first fetch converts (see below)
 
     vocab, d_model = ct2["decoder/embeddings/weight"].shape
     return WhisperConfig(
@@ -152,6 +151,9 @@ def whisper_config_from_ct2(ct2: dict[str, np.ndarray]):
 
 
 def convert_whisper_ct2(parts: list[Path], tokenizer_json: Path, ct2_config: Path, out: Path) -> None:
+    # lazy: ~3 s at import, paid by every importer of fusion.weights.default; only a first fetch converts
+    from transformers import WhisperForConditionalGeneration
+
     data = b"".join(p.read_bytes() for p in parts)  # the model.bin was split byte-wise in two
     ct2 = read_ct2_model(data)
     config = whisper_config_from_ct2(ct2)

@@ -1,5 +1,5 @@
 // One-token (decode) building blocks for the CPU: a matrix-vector product over float16 weights in a
-// blocked layout, RMSNorm, and SwiGLU's silu(gate) * up. Built at first use by fusion/cpu_ops.py.
+// blocked layout, RMSNorm, and SwiGLU's silu(gate) * up. Built at first use by fusion/runtime/cpu_ops.py.
 //
 // Why: decoding one token multiplies a single row by every weight matrix, so the time is the time to
 // stream the weights from memory. BLAS reaches 11-19 GB/s on float32 here; float16 weights halve the
@@ -161,7 +161,7 @@ torch::Tensor silu_mul(const torch::Tensor& gate_up) {
 // One decode step's attention for B conversations, fused: rotary embedding of the new query and key,
 // the new key and value written into each conversation's cache slot, and one-query attention (GQA)
 // over entries 0..position. qkv (B, (H + 2 KH) d) float32 as the qkv product leaves it; cos, sin
-// (B, d) with rotate-half's sign folded into sin's first half (see fusion/engine.py); caches
+// (B, d) with rotate-half's sign folded into sin's first half (see fusion/runtime/engine.py); caches
 // (slots, KH, L, d); slots, positions (B,) int64. -> (B, H d). Replaces ~10 small torch ops per layer.
 torch::Tensor attend_decode(const torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin,
                             torch::Tensor& k_cache, torch::Tensor& v_cache, const torch::Tensor& slots,
