@@ -125,9 +125,8 @@ def create_app(holder, config: ApiConfig | None = None) -> FastAPI:
     """FastAPI app around a ModelHolder (app/chat.py). The UI can be mounted on it at '/'."""
     config = config or ApiConfig()
     app = FastAPI(title="pocket-omni API")
-    app.state.api_key = config.api_key
     app.middleware("http")(guard(config))
-    app.add_api_route("/login", login, methods=["GET", "POST"], include_in_schema=False)
+    app.add_api_route("/login", login(config), methods=["GET", "POST"], include_in_schema=False)
     app.get("/v1/models")(models)
     app.post("/v1/pocket/run")(_pocket_run(holder, config))
     app.post("/v1/chat/completions")(_chat_completions(holder, config))

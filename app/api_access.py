@@ -27,9 +27,15 @@ def has_key(request: Request, key: str) -> bool:
                if s)
 
 
-async def login(request: Request):
-    """GET: the key form; POST: a right key sets the cookie and opens the page."""
-    key = _api_key(request)
+def login(config: ApiConfig):
+    """/login. GET: the key form; POST: a right key sets the cookie and opens the page."""
+    async def login_page(request: Request):
+        return await _login(request, config.api_key)
+
+    return login_page
+
+
+async def _login(request: Request, key: str | None):
     if request.method == "POST":
         sent = parse_qs((await read_body(request, 4096)).decode(errors="replace")).get("key", [""])[0]
         if key and secrets.compare_digest(sent.encode(), key.encode()):
@@ -38,10 +44,6 @@ async def login(request: Request):
             return done
         return HTMLResponse(LOGIN_PAGE.format(note="<p><b>That key is not right.</b></p>"), status_code=401)
     return HTMLResponse(LOGIN_PAGE.format(note=""))
-
-
-def _api_key(request: Request) -> str | None:
-    return request.app.state.api_key
 
 
 def guard(config: ApiConfig):

@@ -43,13 +43,16 @@ class Unreadable:
     """What the page's photo box holds when the uploaded file is not an image it can decode."""
     name: str
 
+    def error(self) -> InputError:
+        return InputError(f"{self.name} is not an image I can read: send a photo (JPEG, PNG, WebP, ...)",
+                          "invalid_image")
+
 
 def user_content(text: str | None, image=None, audio=None) -> list:
     """What the page's components hold (one photo: path or array; one recording: path or (rate,
     samples)) -> message content, by fusion.prompt.user_content."""
     if isinstance(image, Unreadable):
-        raise InputError(f"{image.name} is not an image I can read: send a photo (JPEG, PNG, WebP, ...)",
-                         "invalid_image")
+        raise image.error()
     return prompt.user_content(text, [] if image is None else [image], [] if audio is None else [audio])
 
 

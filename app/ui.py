@@ -48,7 +48,7 @@ class PhotoInput(gr.Image):
 def _photo_check(img):
     """On upload: a file that is no image is dropped at once, with the message."""
     if isinstance(img, Unreadable):
-        return None, _error(InputError(f"{img.name} is not an image I can read: send a photo (JPEG, PNG, WebP, ...)"))
+        return None, _error(img.error())
     return gr.skip(), ""
 
 
@@ -262,7 +262,7 @@ def _mushroom_tab(holder: ModelHolder) -> None:
     def on_ask(img, last, q, history):
         history = list(history or [])
         if isinstance(img, Unreadable):
-            return last, history, q, _error(InputError(f"{img.name} is not an image I can read: send a photo"))
+            return last, history, q, _error(img.error())
         pixels = img if img is not None else last
         if pixels is None:
             return last, history, q, "**Add a photo first** (upload one or take a webcam snapshot)."

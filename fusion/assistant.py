@@ -82,12 +82,9 @@ class Assistant:
     # -- task helpers ------------------------------------------------------------------------
     @torch.inference_mode()
     def classify_image(self, pixels: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-        """The vision tower's own head: the k most likely ImageNet classes with probabilities."""
-        tower = self.model.vision_tower
-        _, logits = tower(tower.pixels([pixels]))
-        if logits is None:
-            raise InputError("this vision tower has no classification head")
-        return top_classes(logits[0], self.labels, k)
+        """The vision tower's own head: the k most likely ImageNet classes with probabilities (a frame
+        seen once, as the live camera's: nothing cached)."""
+        return self._top_classes(self.model.vision_outputs(Image(pixels))[1], k)
 
     def image_classes(self, image: Image, k: int = 5) -> list[tuple[str, float]]:
         """classify_image for a photo of the conversation: the tower's pass is shared with the e2e path
@@ -96,7 +93,9 @@ class Assistant:
             return self._image_classes_unlocked(image, k)
 
     def _image_classes_unlocked(self, image: Image, k: int) -> list[tuple[str, float]]:
-        _, logits = self.runtime.vision_outputs(image)
+        return self._top_classes(self.runtime.vision_outputs(image)[1], k)
+
+    def _top_classes(self, logits: torch.Tensor | None, k: int) -> list[tuple[str, float]]:
         if logits is None:
             raise InputError("this vision tower has no classification head")
         return top_classes(logits[0], self.labels, k)
