@@ -115,7 +115,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from app.evaluation import local_runner, run_suite, server_runner, summarize, summary_table, write_report
+    from app.eval_report import summarize, summary_table, write_report
+    from app.evaluation import local_runner, run_suite, server_runner
 
     suite = Path(args.suite)
     if not suite.is_file():
@@ -139,7 +140,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from app.evaluation import compare_reports
+    from app.eval_report import compare_reports
 
     out = Path(args.out)
     print(compare_reports(Path(args.a), Path(args.b), out))
@@ -164,22 +165,22 @@ def cmd_suites(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from app.bench import bench_decode, bench_gate, bench_hands, bench_kernels, bench_live, print_figures
+    from app.bench_timing import print_figures
 
-    if args.what == "hands":
-        print_figures(bench_hands(args.frames, args.threads, args.hand_model))
-    elif args.what == "live":
-        print_figures(bench_live(args.frames, args.threads))
-    elif args.what == "kernels":
-        print_figures(bench_kernels(small=args.small))
-    elif args.what == "gate":
-        print_figures(bench_gate())
+    if args.what in ("decode", "kernels"):
+        from app.bench_decode import bench_decode, bench_kernels
+
+        print_figures(bench_kernels(small=args.small) if args.what == "kernels" else bench_decode(threads=args.threads))
     elif args.what == "api":
         from app.bench_api import bench_api
 
         print_figures(bench_api())
     else:
-        print_figures(bench_decode(threads=args.threads))
+        from app.bench import bench_gate, bench_hands, bench_live
+
+        print_figures({"hands": lambda: bench_hands(args.frames, args.threads, args.hand_model),
+                       "live": lambda: bench_live(args.frames, args.threads),
+                       "gate": bench_gate}[args.what]())
     return 0
 
 

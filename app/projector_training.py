@@ -30,7 +30,8 @@ from fusion.assistant import Assistant, Timings
 from fusion.model import OmniConfig
 from fusion.prompt import REPEAT_PROMPT, Audio, Image
 from fusion.runtime.generate import SamplingConfig
-from fusion.training.loop import TrainConfig, build_audio_dataset, plot_curve, train_projector
+from fusion.training.audio_dataset import build_audio_dataset
+from fusion.training.loop import TrainConfig, plot_curve, train_projector
 from fusion.training.vision_data import build_vision_dataset
 from fusion.weights.fetch import cache_dir
 

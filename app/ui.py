@@ -104,6 +104,38 @@ def _sampling(n, temp, top_p) -> SamplingConfig:
 
 # -- chat -----------------------------------------------------------------------------------------------
 
+def _chat_handlers(holder: ModelHolder):
+    """The Chat tab's Send and Regenerate, streaming (conversation, chatbot, ..., status, read-aloud)."""
+
+    def on_send(c, msg, img, aud, sys_prompt, m, n, temp, tp, speak):
+        c = c or Conversation()
+        try:
+            content = user_content(msg, img, aud)
+            for note in holder.waiting():
+                yield c, c.display, msg, gr.skip(), gr.skip(), note, _player(None)
+            notes: list[str] = []
+            for _ in reply(holder.get(), c, content, m, _sampling(n, temp, tp), system=sys_prompt, notes=notes):
+                yield c, c.display, "", None, None, "", _player(None)
+            yield c, c.display, "", None, None, _notes(notes), _player(read_aloud(c.last_answer()) if speak else None)
+        except InputError as err:  # a photo that could not be read is dropped; the rest stays to fix and resend
+            yield c, c.display, msg, None if isinstance(img, Unreadable) else img, aud, _error(err), _player(None)
+
+    def on_regen(c, sys_prompt, m, n, temp, tp, speak):
+        c = c or Conversation()
+        resampled = float(temp) == 0
+        why = f"_Regenerated with sampling (temperature {REGENERATE_TEMPERATURE}): greedy decoding would give the " \
+              f"same answer again._" if resampled else ""
+        sampling = _sampling(n, REGENERATE_TEMPERATURE if resampled else temp, tp)
+        try:
+            for _ in regenerate(holder.get(), c, m, sampling, system=sys_prompt):
+                yield c, c.display, "", _player(None)
+            yield c, c.display, why, _player(read_aloud(c.last_answer()) if speak else None)
+        except InputError as err:
+            yield c, c.display, _error(err), _player(None)
+
+    return on_send, on_regen
+
+
 def _chat_tab(holder: ModelHolder) -> None:
     conv = gr.State(None)  # a Conversation per browser session, made on first use
     chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
@@ -132,32 +164,7 @@ def _chat_tab(holder: ModelHolder) -> None:
         top_p = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Top-p")
         aloud = gr.Checkbox(False, label="Read answers aloud (espeak-ng)")
 
-    def on_send(c, msg, img, aud, sys_prompt, m, n, temp, tp, speak):
-        c = c or Conversation()
-        try:
-            content = user_content(msg, img, aud)
-            for note in holder.waiting():
-                yield c, c.display, msg, gr.skip(), gr.skip(), note, _player(None)
-            notes: list[str] = []
-            for _ in reply(holder.get(), c, content, m, _sampling(n, temp, tp), system=sys_prompt, notes=notes):
-                yield c, c.display, "", None, None, "", _player(None)
-            yield c, c.display, "", None, None, _notes(notes), _player(read_aloud(c.last_answer()) if speak else None)
-        except InputError as err:  # a photo that could not be read is dropped; the rest stays to fix and resend
-            yield c, c.display, msg, None if isinstance(img, Unreadable) else img, aud, _error(err), _player(None)
-
-    def on_regen(c, sys_prompt, m, n, temp, tp, speak):
-        c = c or Conversation()
-        resampled = float(temp) == 0
-        why = f"_Regenerated with sampling (temperature {REGENERATE_TEMPERATURE}): greedy decoding would give the " \
-              f"same answer again._" if resampled else ""
-        sampling = _sampling(n, REGENERATE_TEMPERATURE if resampled else temp, tp)
-        try:
-            for _ in regenerate(holder.get(), c, m, sampling, system=sys_prompt):
-                yield c, c.display, "", _player(None)
-            yield c, c.display, why, _player(read_aloud(c.last_answer()) if speak else None)
-        except InputError as err:
-            yield c, c.display, _error(err), _player(None)
-
+    on_send, on_regen = _chat_handlers(holder)
     inputs = [conv, text, image, audio, persona, mode, max_tokens, temperature, top_p, aloud]
     outputs = [conv, chatbot, text, image, audio, status, spoken]
     ev_send = send.click(on_send, inputs, outputs, concurrency_limit=4, api_name="chat_send")

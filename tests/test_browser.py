@@ -137,7 +137,7 @@ def test_chat_tab_answers_a_drawn_mushroom_from_the_knowledge_base_whatever_the_
     import cv2
 
     from app.safety import is_safe_answer
-    from app.suites import draw_mushrooms
+    from app.gate_cases import draw_mushrooms
 
     photo = tmp_path / "cap.png"
     cv2.imwrite(str(photo), draw_mushrooms("red")[:, :, ::-1])

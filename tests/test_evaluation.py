@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.evaluation import (Case, Outcome, compare_reports, load_suite, local_runner, run_suite, score,
-                            server_runner, summarize, write_report)
+from app.eval_report import compare_reports, summarize, write_report
+from app.evaluation import Case, Outcome, load_suite, local_runner, run_suite, score, server_runner
 from conftest import live_server
 from app.mushroom import knowledge
 from app.safety import implies_edible, is_safe_answer

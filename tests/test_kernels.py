@@ -95,7 +95,7 @@ def test_bad_shapes_are_refused():
 
 def test_kernel_benchmark_runs_and_reports_both_sides():
     """`launch.py bench kernels` at toy sizes (its figures mean something only on a GPU)."""
-    from app.bench import bench_kernels
+    from app.bench_decode import bench_kernels
 
     figures = bench_kernels(device=DEVICE, small=True, repeats=1)
     assert figures["prefill_ms"] > 0 and figures["prefill_sdpa_flash_ms"] > 0

@@ -15,7 +15,8 @@ import pytest
 
 from app.evaluation import chat_content, load_suite, score, user_turns
 from app.safety import guard, is_safe_answer
-from app.suites import EVAL_DIR, draw_mushrooms
+from app.gate_cases import draw_mushrooms
+from app.suites import EVAL_DIR
 
 pytestmark = pytest.mark.weights
 SUITE = EVAL_DIR / "mushroom_gate.jsonl"

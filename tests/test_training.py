@@ -202,8 +202,8 @@ def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path,
     saved chunk (no teacher answers again) and ends with exactly the clips of an uninterrupted build."""
     import soundfile as sf
 
+    import fusion.training.audio_dataset as tr
     import fusion.training.speech_data as sd
-    import fusion.training.loop as tr
 
     human = tmp_path / "human.wav"
     sf.write(human, tr.speak("Please hold the line.", "en", 150, 50), 16000)
