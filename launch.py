@@ -7,13 +7,15 @@
     python launch.py serve [--port 8000]  the OpenAI-compatible API alone (the UI serves it too, at /v1)
     python launch.py suites               rebuild the evaluation suites' media (deterministic)
     python launch.py bench hands          hand-tracking frames/s on 640x480 video (tracking vs detect-every-frame)
-    python launch.py bench decode         decode/prefill tokens/s vs transformers generate(), bandwidth limit, TTFT
+    python launch.py bench decode         decode/prefill tokens/s vs transformers generate() (and --llama-bench PATH), bandwidth limit, TTFT
     python launch.py bench kernels        Triton attention kernels vs SDPA's flash backend (a GPU)
     python launch.py bench live           live mode: frame -> annotated frame latency and frames/s (in process, via server)
     python launch.py bench gate           time to first token with the mushroom safety gate vs without
     python launch.py bench api            20 concurrent API clients x 3 requests: all answered, p50/p95, memory
     python launch.py train audio|vision   train a projector (towers and decoder frozen), install it in assets/
-    python launch.py fetch                fetch, verify and convert the default weights
+    python launch.py fetch [--all-models] fetch, verify and convert the model's weights (every preset's)
+
+Every command takes --model qwen-1.5b|qwen-0.5b|smollm-135m (fusion/presets.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from encoders.errors import InputError
 from fusion.modes import DEFAULT_MODE, MODES
+from fusion.presets import DEFAULT_PRESET, MODEL_ENV, PRESETS, TINY_PRESET
 from fusion.weights.fetch import WeightError
 
 # Each command imports what it needs when it runs: torch and transformers take ~6 s to import here and
@@ -43,10 +46,12 @@ def _sampling(args):
 
 
 def cmd_fetch(args) -> int:
+    from fusion.presets import PRESETS, preset
     from fusion.weights.default import ensure_default_weights
 
-    w = ensure_default_weights()
-    print(f"default weights ready in {w.decoder_dir.parent}")
+    for name in PRESETS if args.all_models else [preset().name]:
+        w = ensure_default_weights(model=PRESETS[name])
+        print(f"{name}: weights ready ({w.decoder})")
     from fusion.runtime import cpu_ops  # compile the C++ decode ops now, not at the first answer
 
     ops = cpu_ops.load()
@@ -166,8 +171,13 @@ def cmd_suites(args) -> int:
 
 def cmd_bench(args) -> int:
     from app.bench_timing import print_figures
+    from fusion.presets import preset
 
-    if args.what in ("decode", "kernels"):
+    if args.what == "decode" and preset().weights == "gguf":
+        from app.bench_quant import bench_quant
+
+        print_figures(bench_quant(preset(), args.llama_bench, args.threads))
+    elif args.what in ("decode", "kernels"):
         from app.bench_decode import bench_decode, bench_kernels
 
         print_figures(bench_kernels(small=args.small) if args.what == "kernels" else bench_decode(threads=args.threads))
@@ -240,6 +250,9 @@ def _bench_parser(sub) -> None:
     be.add_argument("--frames", type=int, default=120)
     be.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     be.add_argument("--hand-model", choices=["lite", "full"], default="lite")
+    be.add_argument("--llama-bench", metavar="PATH", default=None,
+                    help="decode with a GGUF model: also run llama.cpp's llama-bench on the same file "
+                         "(app/build_llama_bench.sh builds it)")
 
 
 def _ask_parser(sub) -> None:
@@ -261,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and dispatch decisions")
     _server_options(parser)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("fetch", help="fetch, verify and convert the default weights (once)")
+    fetch = sub.add_parser("fetch", help="fetch, verify and convert the selected model's weights (once)")
+    fetch.add_argument("--all-models", action="store_true", help="every preset's (about 1.7 GB in all)")
     _server_options(sub.add_parser("serve", help="serve the OpenAI-compatible API (POST /v1/chat/completions)"),
                     suppress=True)
     sub.add_parser("suites", help="rebuild the shipped evaluation suites and their media")
@@ -273,11 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("b")
     cmp_.add_argument("--out", default="out/compare")
     _ask_parser(sub)
+    for p in [parser, *sub.choices.values()]:  # --model before or after the command
+        p.add_argument("--model", choices=list(PRESETS), default=None if p is parser else argparse.SUPPRESS,
+                       help=f"the decoder (default {DEFAULT_PRESET}, or ${MODEL_ENV}; {TINY_PRESET}: the tiny one)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model:
+        os.environ[MODEL_ENV] = args.model  # every loader reads it (fusion/presets.py)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     commands = {"fetch": cmd_fetch, "ask": cmd_ask, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve,

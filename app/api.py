@@ -36,6 +36,7 @@ from app.evaluation import Case, run_structured
 from encoders.errors import InputError
 from fusion.assistant import Timings
 from fusion.modes import MODES
+from fusion.presets import preset
 
 __all__ = ["ApiConfig", "ApiError", "asgi_app", "create_app", "serve", "serving_in_thread"]
 
@@ -134,8 +135,9 @@ def create_app(holder, config: ApiConfig | None = None) -> FastAPI:
 
 
 async def models():
-    return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "pocket-omni"}
-                                       for m in MODELS]}
+    decoder = preset()  # the one this process serves (--model): each mode's entry names it
+    return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "pocket-omni",
+                                        "decoder": decoder.name, "decoder_title": decoder.title} for m in MODELS]}
 
 
 def _inline_media(body: dict, case: Case, folder: Path) -> None:

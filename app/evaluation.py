@@ -1,7 +1,7 @@
 """Scripted multimodal evaluations: run a JSONL suite, score every case, write report.json and report.md.
 
 Suite format, one JSON object a line (paths relative to the suite file):
-  {"id": "...", "task": "vqa"|"speech_qa"|"asr"|"mushroom"|"rps"|"gate"|"ordinary", "image": path|null,
+  {"id": "...", "task": "vqa"|"speech_qa"|"text_qa"|"asr"|"mushroom"|"rps"|"gate"|"ordinary", "image": path|null,
    "audio": path|null, "prompt": text|null, "answer": text|[accepted, ...],
    "metric": "contains"|"exact"|"wer"|"label"|"safety"|"emergency"|"ungated",
    "system": text (optional: a system prompt or persona), "history": [text, ...] (optional: earlier user
@@ -35,7 +35,7 @@ from fusion.prompt import REPEAT_PROMPT, user_content
 
 # chat tasks are answered by the assistant; structured ones by task code (STRUCTURED below). gate:
 # adversarial turns about wild mushrooms, berries and plants; ordinary: turns the gate must leave alone
-CHAT_TASKS = ("vqa", "speech_qa", "gate", "ordinary")
+CHAT_TASKS = ("vqa", "speech_qa", "text_qa", "gate", "ordinary")
 TASKS = (*CHAT_TASKS, "asr", "mushroom", "rps")
 
 

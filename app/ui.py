@@ -16,6 +16,7 @@ from app.gestures import hand_tracker
 from app.live import LiveSession
 from encoders.errors import InputError
 from fusion.modes import DEFAULT_MODE, MODES
+from fusion.presets import preset
 from fusion.runtime.generate import SamplingConfig, Timings
 
 LIVE_EVERY = 0.05  # seconds between frames sent by the browser; slower frames are dropped, not queued
@@ -70,7 +71,8 @@ def _player(audio) -> dict:
 def build(holder: ModelHolder) -> gr.Blocks:
     with gr.Blocks(title="pocket-omni") as demo:
         gr.Markdown("# pocket-omni\nA local camera-and-microphone assistant. "
-                    "Chat about photos and recordings, play rock-paper-scissors, ask what a mushroom might be.")
+                    "Chat about photos and recordings, play rock-paper-scissors, ask what a mushroom might be. "
+                    f"Language model: {preset().title} (`--model` picks another).", elem_id="banner")
         loading = gr.Markdown(_loading_text(holder))
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):

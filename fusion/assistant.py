@@ -25,6 +25,7 @@ from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
 from fusion.cache import ObjectCache
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.modes import MODES, ROUTES, Mode, Route
+from fusion.presets import Preset, preset
 from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
 from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
 from fusion.runtime.serving import Runtime, RuntimeConfig
@@ -35,7 +36,6 @@ log = logging.getLogger("pocket_omni")
 
 HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_PROJECTORS = ASSETS / "projectors" / "pocket.safetensors"
 
 
 class Assistant:
@@ -48,35 +48,44 @@ class Assistant:
         # words heard in a clip, by object and path: a conversation carries its clips every turn, and the
         # safety gate (app/safety.py) reads them before the cascade does
         self._heard = ObjectCache(HEARD_CACHE)
+        self.preset: Preset | None = None  # which preset load_default loaded (None: assembled by hand)
 
     @classmethod
     def load_default(cls, device: str = "cpu", dtype: torch.dtype = torch.float32,
                      projectors: str | Path | None = None, config: OmniConfig | None = None,
-                     untrained: bool = False, progress: Callable[[str], None] = lambda stage: None) -> "Assistant":
-        """The offline "pocket" model: weights fetched, verified and converted on first use.
-        `untrained` skips the shipped projectors (training starts from a seeded initialisation);
-        `progress` hears which part loads now (the page shows it)."""
-        progress("checking the weights (1/5; the first run fetches and converts them)")
-        w = ensure_default_weights()
+                     untrained: bool = False, progress: Callable[[str], None] = lambda stage: None,
+                     model: str | None = None) -> "Assistant":
+        """The offline model of a preset (fusion/presets.py: `model`, else POCKET_OMNI_MODEL, else the
+        default): weights fetched, verified and converted on first use. `untrained` skips the shipped
+        projectors (training starts from a seeded initialisation); `progress` hears which part loads
+        now (the page shows it)."""
+        chosen = preset(model)
+        progress(f"checking the weights of {chosen.name} (1/5; the first run fetches about "
+                 f"{chosen.download_gb:.1f} GB for the decoder)")
+        w = ensure_default_weights(model=chosen)
         hf_logging.disable_progress_bar()  # loading converted weights is quick; bars only clutter
         t0 = time.perf_counter()
         progress("Whisper, the audio tower and transcriber (2/5)")
         transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
         progress("the vision tower and the face detector (3/5)")
         vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
-        if projectors is None and DEFAULT_PROJECTORS.exists() and not untrained:
-            projectors = DEFAULT_PROJECTORS
+        shipped = ASSETS / "projectors" / chosen.projectors if chosen.projectors else None
+        if projectors is None and shipped is not None and shipped.exists() and not untrained:
+            projectors = shipped
         if projectors is None and not untrained:
-            log.warning("no trained projectors found: e2e answers about media will be meaningless")
+            log.warning("no projectors trained for %s: photos go in as the tower's labels, and speech only "
+                        "as Whisper's transcript (e2e speech is refused)", chosen.name)
         faces = FaceDetector(w.face_detector, device=device)
-        progress("the language model (4/5)")
-        model = load_omni(w.decoder_dir, transcriber.tower, vision, config, projectors, dtype, device,
-                          face_detector=faces)
+        progress(f"the language model, {chosen.title} (4/5)")
+        config = config or OmniConfig(image_token=chosen.image_token, audio_token=chosen.audio_token)
+        model_ = load_omni(w.decoder, transcriber.tower, vision, config, projectors, dtype, device,
+                           face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir)
         transcriber.model.to(device)
-        assistant = cls(model, transcriber)
+        assistant = cls(model_, transcriber)
+        assistant.preset = chosen
         progress("the decode engine (5/5)")
         assistant.runtime.batcher()  # built now rather than at the first answer
-        log.info("loaded pocket model on %s/%s in %.1f s", device, dtype, time.perf_counter() - t0)
+        log.info("loaded %s on %s/%s in %.1f s", chosen.name, device, dtype, time.perf_counter() - t0)
         return assistant
 
     # -- task helpers ------------------------------------------------------------------------
@@ -122,6 +131,7 @@ class Assistant:
         sampling = sampling or SamplingConfig()
         timings = timings if timings is not None else Timings()
         validate_conversation(messages, mode)
+        self._check_audio_weights(messages, ROUTES[mode])
         t0 = time.perf_counter()
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
             messages = self._as_text(messages, timings, ROUTES[mode])
@@ -142,6 +152,15 @@ class Assistant:
                 yield from stream_text(tok, tokens, sampling.stop, timings, t0, sampling.repeat_ngram)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
+
+    def _check_audio_weights(self, messages: list[dict], route: Route) -> None:
+        """Speech as embeddings needs an audio projector trained for this decoder: a preset without one
+        (the Qwen decoders until their bridges are trained) says so instead of answering noise."""
+        if route.speech != "embeddings" or self.preset is None or "audio" in self.model.trained:
+            return
+        if any(isinstance(p, Audio) for p in media_parts(messages)):
+            raise InputError(f"{self.preset.name} has no trained audio projector yet, so e2e mode cannot hear a "
+                             f"recording: use auto or cascade (Whisper transcribes it)", "audio_weights_missing")
 
     def _note_readout(self, message: dict, timings: Timings, route: Route) -> None:
         """On the e2e path, what the readout heard in the turn's clips (the page shows it)."""

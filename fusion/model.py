@@ -26,9 +26,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from encoders.audio import AudioTower
 from encoders.faces import FaceDetector
 from encoders.vision import VisionTower, short_name
-from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector,
+from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector, embedding_rms,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
+from fusion.runtime.quant_engine import GGUFDecoder
 
 log = logging.getLogger(__name__)
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.
@@ -93,8 +94,7 @@ class OmniModel(nn.Module):
         # not at RMSNorm's unit scale: SmolLM2's embeddings have RMS ~0.13, and 7x louder inputs
         # would take a small learning rate most of a run to undo.
         with torch.no_grad():
-            rms = decoder.get_input_embeddings().weight.float().pow(2).mean(-1).sqrt().median()
-            self.audio_projector.ln_post.weight.fill_(float(rms))
+            self.audio_projector.ln_post.weight.fill_(embedding_rms(decoder.get_input_embeddings()))
         # a CTC readout after the audio projector (CTCReadout), present when trained weights bring one
         self.audio_readout: CTCReadout | None = None
         # the label-token readout of the tower's ImageNet head (no weights; phrases tokenized on first use)
@@ -234,14 +234,22 @@ class OmniModel(nn.Module):
         return self.decoder(inputs_embeds=self.embed_conversation(messages)).logits
 
 
-def load_omni(decoder_dir: str | Path, audio_tower: AudioTower, vision_tower: VisionTower,
+def load_omni(decoder_path: str | Path, audio_tower: AudioTower, vision_tower: VisionTower,
               config: OmniConfig | None = None, projectors: str | Path | None = None,
               dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
-              face_detector: FaceDetector | None = None) -> OmniModel:
-    """Assemble the model around loaded towers. Untrained projectors start from `seed`."""
+              face_detector: FaceDetector | None = None, weights: Literal["hf", "gguf"] = "hf",
+              tokenizer_dir: str | Path | None = None) -> OmniModel:
+    """Assemble the model around loaded towers. Untrained projectors start from `seed`. weights "hf": a
+    transformers checkpoint folder; "gguf": a GGUF file kept quantized (fusion/runtime/quant_engine.py),
+    its tokenizer in `tokenizer_dir`."""
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
-    decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or decoder_path))
+    if weights == "gguf":
+        if device != "cpu" or dtype != torch.float32:
+            raise ValueError("a GGUF decoder runs on the CPU's quantized kernels (device cpu, float32 activations)")
+        decoder = GGUFDecoder(decoder_path)
+    else:
+        decoder = AutoModelForCausalLM.from_pretrained(str(decoder_path), dtype=dtype).eval()
     model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower, face_detector)
     if projectors:
         model.load_projectors(projectors)

@@ -114,6 +114,23 @@ class VisionProjector(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x)))
 
 
+def embedding_device(embeddings) -> torch.device:
+    weight = getattr(embeddings, "weight", None)
+    return weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+
+
+def embedding_rms(embeddings, sample: int = 8192) -> float:
+    """Median RMS of the decoder's token embeddings (of every row, or of `sample` spread over a table
+    that is kept quantized and has no float weight)."""
+    weight = getattr(embeddings, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        rows = weight
+    else:
+        n = embeddings.num_embeddings
+        rows = embeddings(torch.arange(0, n, max(1, n // sample)))
+    return float(rows.float().pow(2).mean(-1).sqrt().median())
+
+
 class LabelTokenProjector(nn.Module):
     """The vision tower's own ImageNet head, read out in the decoder's words.
 
@@ -137,8 +154,8 @@ class LabelTokenProjector(nn.Module):
         key = (int(logits.argmax()), min(people, 2))
         if key not in self._phrases:
             self._phrases[key] = self._phrase_ids(*key)
-        table = self._embeddings[0].weight
-        return table[torch.tensor(self._phrases[key], device=table.device)]
+        embeddings = self._embeddings[0]  # an nn.Embedding, or a GGUF decoder's quantized table
+        return embeddings(torch.tensor(self._phrases[key], device=embedding_device(embeddings)))
 
 
 class CTCReadout(nn.Module):

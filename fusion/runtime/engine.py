@@ -136,17 +136,22 @@ class StaticEngine:
         # rotary tables for every position, from the model's own rotary module (its scaling rules included)
         pos = torch.arange(max_len, device=self.device)[None]
         cos, sin = m.rotary_emb(torch.zeros(1, device=self.device, dtype=torch.float32), pos)
+        self._allocate(cos[0], sin[0], slots, cfg.hidden_size)
+
+    def _allocate(self, cos: torch.Tensor, sin: torch.Tensor, slots: int, hidden: int) -> None:
+        """The rotary tables ((max_len, head_dim) each) and the caches: self.max_len, heads, kv_heads,
+        head_dim, dtype and device set."""
         half = self.head_dim // 2
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's minus sign, folded in
-        self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)  # (max_len, head_dim)
+        self.cos, self.sin = cos.to(self.dtype), sin.to(self.dtype)  # (max_len, head_dim)
         self.slots = slots
-        shape = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
+        shape = (len(self.layers), slots, self.kv_heads, self.max_len, self.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.lengths = [0] * slots  # valid cache entries per slot (conversation)
         # the input embeddings behind each slot's cache entries: a new prompt that starts with the same
         # rows (the system prompt; a conversation's earlier turns) reuses their keys and values
-        self.fed = torch.zeros(slots, max_len, cfg.hidden_size, dtype=dtype, device=self.device)
+        self.fed = torch.zeros(slots, self.max_len, hidden, dtype=self.dtype, device=self.device)
 
     @property
     def length(self) -> int:
@@ -282,16 +287,20 @@ class StaticEngine:
         hidden = self.forward(embeds[:, self.lengths[slot]:], slot)
         return self._products(half=rows <= PREFILL_HALF_ROWS)[2](self.lm_head, hidden[0, -1:].contiguous())[0]
 
+    def embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (n,) -> their input embeddings (n, D)."""
+        return self.embed[ids]
+
     def decode(self, token: int, slot: int = 0) -> torch.Tensor:
         """One token -> (V,) logits for the next."""
-        return self._step(self.embed[token][None], [slot])[0]
+        return self._step(self.embed_rows(torch.tensor([token], device=self.device)), [slot])[0]
 
     def decode_batch(self, tokens: list[int], slots: list[int]) -> torch.Tensor:
         """One token for each of several conversations, each in its own cache slot (see `slots`):
         the weights are read once for all of them. -> (B, V) logits."""
         if len(set(slots)) != len(slots) or not all(0 <= s < self.slots for s in slots):
             raise ValueError(f"slots must be distinct, in 0..{self.slots - 1}: {slots}")
-        return self._step(self.embed[torch.tensor(tokens, device=self.device)], slots)
+        return self._step(self.embed_rows(torch.tensor(tokens, device=self.device)), slots)
 
     @torch.inference_mode()
     def _step(self, x: torch.Tensor, slots: list[int]) -> torch.Tensor:

@@ -16,6 +16,7 @@ from fusion.model import OmniModel, VisionOutputs
 from fusion.prompt import Image, media_parts
 from fusion.runtime.batching import Batcher
 from fusion.runtime.engine import StaticEngine
+from fusion.runtime.quant_engine import GGUFDecoder, QuantEngine
 
 log = logging.getLogger(__name__)
 MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs and its tokens are one each
@@ -47,15 +48,19 @@ class Runtime:
         self._engine_tried = False
 
     def engine(self) -> StaticEngine | None:
-        """The static-cache decode engine over the model's decoder (built on first use), or None for
-        "hf" or a decoder it does not handle. Callers serialise its use (the Assistant's lock)."""
+        """The static-cache decode engine over the model's decoder (built on first use; QuantEngine for
+        a GGUF decoder), or None for "hf" or a decoder it does not handle. Callers serialise its use (the Assistant's lock)."""
         c = self.config
         if c.decode_engine != "static":
             return None
         if not self._engine_tried:
             self._engine_tried = True
+            decoder = self.model.decoder
+            if isinstance(decoder, GGUFDecoder):  # no transformers model to fall back on: errors surface
+                self._engine = QuantEngine(decoder, c.max_len, slots=c.slots)
+                return self._engine
             try:
-                self._engine = StaticEngine(self.model.decoder, c.max_len, decode_weights=c.decode_weights, slots=c.slots)
+                self._engine = StaticEngine(decoder, c.max_len, decode_weights=c.decode_weights, slots=c.slots)
             except ValueError as err:
                 log.info("decode engine: transformers forward (%s)", err)
         return self._engine

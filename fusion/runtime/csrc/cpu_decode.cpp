@@ -13,6 +13,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "quant_matmul.h"
+
 namespace {
 
 constexpr int64_t kRows = 8;       // output rows per block (8 accumulators in registers)
@@ -273,4 +275,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_half", &gemv_half, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("residual") = py::none());
   m.def("rms_norm", &rms_norm);
   m.def("silu_mul", &silu_mul);
+  m.def("quant_matmul", &quant_matmul, py::arg("x"), py::arg("raws"), py::arg("kinds"), py::arg("rows"),
+        py::arg("bias") = py::none(), py::arg("residual") = py::none());
+  m.def("dequantize_rows", &dequantize_rows);
 }

@@ -1,0 +1,49 @@
+"""The decoders the assistant can run, each a named preset: its packaged weights, its placeholder
+tokens for media, and the projectors trained for it (a light module: the command line reads it first).
+
+    --model qwen-1.5b | qwen-0.5b | smollm-135m       (or POCKET_OMNI_MODEL; launch.py sets it)
+
+The preset is the one field that says which decoder runs; nothing is inferred from file names.
+Placeholders are special tokens of the decoder's vocabulary that it never writes in an answer:
+SmolLM2's Jupyter markers, Qwen2.5's reserved vision pads (the coder models never emit them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+MODEL_ENV = "POCKET_OMNI_MODEL"
+PresetName = Literal["qwen-1.5b", "qwen-0.5b", "smollm-135m"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str  # what the page and the API show
+    weights: Literal["gguf", "hf"]  # kept quantized and run by QuantEngine, or converted for transformers
+    image_token: str
+    audio_token: str
+    projectors: str | None  # file in assets/projectors trained for this decoder; None: none yet
+    download_gb: float  # what the first run fetches for the decoder
+
+
+PRESETS: dict[str, Preset] = {
+    "qwen-1.5b": Preset("qwen-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "gguf", "<|image_pad|>", "<|video_pad|>",
+                        None, 1.12),
+    "qwen-0.5b": Preset("qwen-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "gguf", "<|image_pad|>", "<|video_pad|>",
+                        None, 0.49),
+    "smollm-135m": Preset("smollm-135m", "SmolLM2-135M-Instruct", "hf", "<jupyter_code>", "<jupyter_output>",
+                          "pocket.safetensors", 0.09),
+}
+DEFAULT_PRESET = "qwen-1.5b"
+TINY_PRESET = "smollm-135m"  # the fast tests' decoder
+
+
+def preset(name: str | None = None) -> Preset:
+    """The named preset, else the one POCKET_OMNI_MODEL names, else the default."""
+    name = name or os.environ.get(MODEL_ENV) or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
