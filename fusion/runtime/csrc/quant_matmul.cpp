@@ -124,24 +124,40 @@ void quantize_0(const float* x, Act0* out, int64_t blocks) {
 
 // -- one weight row . one activation row ------------------------------------------------------------
 
-// Q4_K's 12 bytes of 6-bit scales and mins -> sc[8], mn[8] (the first 4 of each sit in the low 6 bits of
-// bytes 0-3 and 4-7; the last 4 split between bytes 8-11 and the top 2 bits of bytes 0-7)
-inline void q4k_scales(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
-  uint32_t u[3], scales[2], mins[2];
+// Q4_K's 12 bytes of 6-bit scales and mins -> 8 scales (bytes 0-7) and 8 mins (bytes 8-15) (the first 4
+// of each sit in the low 6 bits of bytes 0-3 and 4-7; the last 4 split between bytes 8-11 and the top
+// 2 bits of bytes 0-7)
+inline __m128i q4k_scales(const uint8_t* s) {
+  uint32_t u[3];
   std::memcpy(u, s, 12);
-  scales[0] = u[0] & 0x3f3f3f3f;
-  mins[0] = u[1] & 0x3f3f3f3f;
-  scales[1] = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6 & 0x03030303) << 4);
-  mins[1] = (u[2] >> 4 & 0x0f0f0f0f) | ((u[1] >> 6 & 0x03030303) << 4);
-  std::memcpy(sc, scales, 8);
-  std::memcpy(mn, mins, 8);
+  const uint32_t sc0 = u[0] & 0x3f3f3f3f, mn0 = u[1] & 0x3f3f3f3f;
+  const uint32_t sc1 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6 & 0x03030303) << 4);
+  const uint32_t mn1 = (u[2] >> 4 & 0x0f0f0f0f) | ((u[1] >> 6 & 0x03030303) << 4);
+  return _mm_set_epi32(int(mn1), int(mn0), int(sc1), int(sc0));
 }
 
-inline int32_t hsum_i32x4(__m128i v) {
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
-  return _mm_cvtsi128_si32(v);
-}
+// masks for _mm256_shuffle_epi8 over 16-bit values repeated in both lanes: pair k -> value 2k in every
+// 16-bit lane of the low 128 bits and value 2k + 1 in the high 128 bits (Q4_K: one scale per 32 values,
+// so pair k covers sub-blocks 2k and 2k+1 of ... see dot_q4_k), or value k everywhere (kBroadcast)
+alignas(32) const uint8_t kBroadcast[8][32] = {
+#define B16(v) 2 * (v), 2 * (v) + 1
+#define ROW(v) {B16(v), B16(v), B16(v), B16(v), B16(v), B16(v), B16(v), B16(v), \
+                B16(v), B16(v), B16(v), B16(v), B16(v), B16(v), B16(v), B16(v)}
+    ROW(0), ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7)
+#undef ROW
+#undef B16
+};
+
+// Q6_K: 16 int8 scales -> for pair k, scale 2k for the first 16 values of 32 and 2k + 1 for the next 16,
+// as 16-bit lanes (bytes 2k x 8 then 2k + 1 x 8, widened)
+alignas(16) const uint8_t kPairs[8][16] = {
+#define P(k) {2 * (k), 2 * (k), 2 * (k), 2 * (k), 2 * (k), 2 * (k), 2 * (k), 2 * (k), \
+              2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1, 2 * (k) + 1}
+    P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)
+#undef P
+};
+
+constexpr int kAhead = 768;  // bytes of the weight row prefetched ahead of the block being read
 
 // N activation rows at once against one weight row: the weight's nibbles and scales are unpacked once
 // per block for all N (prefill); N = 1 is the decode product.
@@ -149,24 +165,28 @@ template <int N>
 void dot_q4_k(const uint8_t* w, const ActK* const* a, int64_t blocks, float* out) {
   const __m256i low = _mm256_set1_epi8(0xF);
   __m256 acc[N];
-  float offset[N];
-  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps(), offset[t] = 0;
+  __m128 offset[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
   for (int64_t i = 0; i < blocks; ++i, w += 144) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead + 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead + 128), _MM_HINT_T0);
     const float d = half_to_float(w), dmin = half_to_float(w + 2);
-    alignas(16) uint8_t sc[8], mn[8];
-    q4k_scales(w + 4, sc, mn);
-    const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)));
+    const __m256i wide = _mm256_cvtepu8_epi16(q4k_scales(w + 4));  // 8 scales, 8 mins as 16-bit
+    const __m128i mins = _mm256_extracti128_si256(wide, 1);
+    const __m256i scales = _mm256_permute2x128_si256(wide, wide, 0x00);  // the scales in both lanes
     __m256i sum[N];
     for (int t = 0; t < N; ++t) {
       sum[t] = _mm256_setzero_si256();
       const __m128i s32 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[t][i].sums32));
-      offset[t] += dmin * a[t][i].d * float(hsum_i32x4(_mm_madd_epi16(mins, s32)));
+      offset[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[t][i].d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, s32)), offset[t]);
     }
     const uint8_t* q4 = w + 16;
     for (int c = 0; c < 4; ++c) {
       const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q4 + 32 * c));
       const __m256i lo = _mm256_and_si256(bits, low), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-      const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+      const __m256i slo = _mm256_shuffle_epi8(scales, _mm256_load_si256(reinterpret_cast<const __m256i*>(kBroadcast[2 * c])));
+      const __m256i shi = _mm256_shuffle_epi8(scales, _mm256_load_si256(reinterpret_cast<const __m256i*>(kBroadcast[2 * c + 1])));
       for (int t = 0; t < N; ++t) {
         const int8_t* q8 = a[t][i].q + 64 * c;
         const __m256i plo = _mm256_madd_epi16(
@@ -179,29 +199,34 @@ void dot_q4_k(const uint8_t* w, const ActK* const* a, int64_t blocks, float* out
     for (int t = 0; t < N; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][i].d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
   }
-  for (int t = 0; t < N; ++t) out[t] = hsum(acc[t]) - offset[t];
-}
-
-inline __m256i scale_pair(int8_t first, int8_t second) {  // 16-bit lanes: first for values 0-15, second 16-31
-  return _mm256_set_m128i(_mm_set1_epi16(second), _mm_set1_epi16(first));
+  for (int t = 0; t < N; ++t) {
+    __m128 o = offset[t];
+    o = _mm_add_ps(o, _mm_movehl_ps(o, o));
+    o = _mm_add_ss(o, _mm_movehdup_ps(o));
+    out[t] = hsum(acc[t]) - _mm_cvtss_f32(o);
+  }
 }
 
 template <int N>
 void dot_q6_k(const uint8_t* w, const ActK* const* a, int64_t blocks, float* out) {
   const __m256i low = _mm256_set1_epi8(0xF);
-  __m256 acc[N];
-  float offset[N];
-  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps(), offset[t] = 0;
+  __m256 acc[N], offset[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps(), offset[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < blocks; ++i, w += 210) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead + 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead + 128), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead + 192), _MM_HINT_T0);
     const uint8_t *ql = w, *qh = w + 128;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192));
     const float d = half_to_float(w + 208);
-    const __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    const __m256i scales = _mm256_cvtepi8_epi16(sc);
     __m256i sum[N];
     for (int t = 0; t < N; ++t) {
       sum[t] = _mm256_setzero_si256();
       const __m256i s16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][i].sums));
-      offset[t] += d * a[t][i].d * 32.0f * float(hsum_i32(_mm256_madd_epi16(scales, s16)));
+      offset[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][i].d * 32.0f), _mm256_cvtepi32_ps(_mm256_madd_epi16(scales, s16)),
+                                  offset[t]);
     }
     for (int n = 0; n < 2; ++n) {
       const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * n));
@@ -213,9 +238,9 @@ void dot_q6_k(const uint8_t* w, const ActK* const* a, int64_t blocks, float* out
       q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), _mm256_and_si256(h, _mm256_set1_epi8(0x30)));
       q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
                              _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(char(0xC0))), 2));
-      const int8_t* s = sc + 8 * n;
       for (int k = 0; k < 4; ++k) {
-        const __m256i pair = scale_pair(s[2 * k], s[2 * k + 1]);
+        const __m256i pair = _mm256_cvtepi8_epi16(
+            _mm_shuffle_epi8(sc, _mm_load_si128(reinterpret_cast<const __m128i*>(kPairs[4 * n + k]))));
         for (int t = 0; t < N; ++t) {
           const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][i].q + 128 * n + 32 * k));
           sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], x), pair));
@@ -225,7 +250,7 @@ void dot_q6_k(const uint8_t* w, const ActK* const* a, int64_t blocks, float* out
     for (int t = 0; t < N; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][i].d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
   }
-  for (int t = 0; t < N; ++t) out[t] = hsum(acc[t]) - offset[t];
+  for (int t = 0; t < N; ++t) out[t] = hsum(_mm256_sub_ps(acc[t], offset[t]));
 }
 
 // a Q8_0 or Q5_0 block's 32 weights as signed bytes
@@ -309,8 +334,9 @@ void dequantize_row(const uint8_t* w, int64_t kind, int64_t n, float* out) {
     } else if (kind == kQ4_K) {
       const uint8_t* b = w + i * 144;
       const float d = half_to_float(b), dmin = half_to_float(b + 2);
-      uint8_t sc[8], mn[8];
-      q4k_scales(b + 4, sc, mn);
+      alignas(16) uint8_t both[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(both), q4k_scales(b + 4));
+      const uint8_t *sc = both, *mn = both + 8;
       float* o = out + i * 256;
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {
@@ -383,31 +409,40 @@ torch::Tensor quant_matmul(const torch::Tensor& x, const std::vector<torch::Tens
                                          : torch::zeros({batch, out}, x.options());
   float* yp = y.data_ptr<float>();
   const float* bp = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+  // per weight: its bytes and row stride, read once here (a tensor's data_ptr costs more than a block's dot)
+  std::vector<const uint8_t*> base(raws.size());
+  std::vector<int64_t> stride(raws.size());
+  for (size_t p = 0; p < raws.size(); ++p) {
+    base[p] = raws[p].data_ptr<uint8_t>();
+    stride[p] = in / block_values(kinds[p]) * block_bytes(kinds[p]);
+  }
+  const int64_t nk = in / kSuper, n0 = in / kSmall;
   at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
-    size_t p = 0;
-    for (int64_t r = r0; r < r1; ++r) {
-      while (r >= start[p + 1]) ++p;
-      const int64_t kind = kinds[p], row_bytes = in / block_values(kind) * block_bytes(kind);
-      const uint8_t* w = raws[p].data_ptr<uint8_t>() + (r - start[p]) * row_bytes;
-      float dots[kMaxBatch];
-      for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch) {  // the weight row stays in L1 for every activation row
-        const int64_t n = std::min(kMaxBatch, batch - b0);
-        switch (kind) {
-          case kQ4_K:
-            row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>>(w, ak.data() + b0 * (in / kSuper), in / kSuper, n, in / kSuper, dots);
-            break;
-          case kQ6_K:
-            row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>>(w, ak.data() + b0 * (in / kSuper), in / kSuper, n, in / kSuper, dots);
-            break;
-          case kQ8_0:
-            row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>>(
-                w, a0.data() + b0 * (in / kSmall), in / kSmall, n, in / kSmall, dots);
-            break;
-          default:
-            row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>>(
-                w, a0.data() + b0 * (in / kSmall), in / kSmall, n, in / kSmall, dots);
+    float dots[kMaxBatch];
+    for (size_t p = 0; p < raws.size(); ++p) {  // each weight's share of [r0, r1)
+      const int64_t first = std::max(r0, start[p]), last = std::min(r1, start[p + 1]);
+      for (int64_t r = first; r < last; ++r) {
+        const uint8_t* w = base[p] + (r - start[p]) * stride[p];
+        for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch) {  // the weight row stays in L1 for every activation row
+          const int64_t n = std::min(kMaxBatch, batch - b0);
+          switch (kinds[p]) {
+            case kQ4_K:
+              row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+              break;
+            case kQ6_K:
+              row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+              break;
+            case kQ8_0:
+              row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>>(
+                  w, a0.data() + b0 * n0, n0, n, n0, dots);
+              break;
+            default:
+              row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>>(
+                  w, a0.data() + b0 * n0, n0, n, n0, dots);
+          }
+          const float add = bp ? bp[r] : 0.0f;
+          for (int64_t k = 0; k < n; ++k) yp[(b0 + k) * out + r] += dots[k] + add;
         }
-        for (int64_t k = 0; k < n; ++k) yp[(b0 + k) * out + r] += dots[k] + (bp ? bp[r] : 0.0f);
       }
     }
   });
