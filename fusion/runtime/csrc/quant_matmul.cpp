@@ -287,13 +287,18 @@ void dot_32(const uint8_t* w, const Act0* const* a, int64_t blocks, float* out) 
   for (int t = 0; t < N; ++t) out[t] = hsum(acc[t]);
 }
 
-// one weight row against activation rows a[0..n): tiles of up to 4 share each unpacked weight block
+// one weight row against activation rows a[0..n): tiles of up to 8 share each unpacked weight block
 template <typename Act, void (*D1)(const uint8_t*, const Act* const*, int64_t, float*),
           void (*D2)(const uint8_t*, const Act* const*, int64_t, float*),
-          void (*D4)(const uint8_t*, const Act* const*, int64_t, float*)>
+          void (*D4)(const uint8_t*, const Act* const*, int64_t, float*),
+          void (*D8)(const uint8_t*, const Act* const*, int64_t, float*)>
 void row_times(const uint8_t* w, const Act* acts, int64_t per_row, int64_t n, int64_t blocks, float* out) {
-  const Act* rows[4];
+  const Act* rows[8];
   int64_t t = 0;
+  for (; t + 8 <= n; t += 8) {
+    for (int k = 0; k < 8; ++k) rows[k] = acts + (t + k) * per_row;
+    D8(w, rows, blocks, out + t);
+  }
   for (; t + 4 <= n; t += 4) {
     for (int k = 0; k < 4; ++k) rows[k] = acts + (t + k) * per_row;
     D4(w, rows, blocks, out + t);
@@ -427,17 +432,17 @@ torch::Tensor quant_matmul(const torch::Tensor& x, const std::vector<torch::Tens
           const int64_t n = std::min(kMaxBatch, batch - b0);
           switch (kinds[p]) {
             case kQ4_K:
-              row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+              row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>, dot_q4_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
               break;
             case kQ6_K:
-              row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+              row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>, dot_q6_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
               break;
             case kQ8_0:
-              row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>>(
+              row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>, dot_32<8, 34, q8_0_weights>>(
                   w, a0.data() + b0 * n0, n0, n, n0, dots);
               break;
             default:
-              row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>>(
+              row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>, dot_32<8, 22, q5_0_weights>>(
                   w, a0.data() + b0 * n0, n0, n, n0, dots);
           }
           const float add = bp ? bp[r] : 0.0f;
