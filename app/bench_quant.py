@@ -3,7 +3,8 @@
 
 - ours: decode tokens/s (64 greedy tokens after a 24-token prompt, end of text masked, best of 3),
   prefill tokens/s at 64, 128 and 512 rows, time to first token for a typed question, a photo question
-  and a 5-second spoken question (auto mode) with the system prompt already cached, peak RSS;
+  and a spoken question of up to 5 s (auto mode: Whisper transcribes it) with the system prompt
+  already cached and the question new, peak RSS;
 - the bandwidth limit: bytes read per token (every weight block once, the KV cache) over the machine's
   measured read bandwidth;
 - llama.cpp's `llama-bench` on the same GGUF file with the same thread count (`--llama-bench PATH`;
@@ -71,6 +72,7 @@ def bench_quant(model: Preset, llama_bench: str | None = None, threads: int | No
     return out
 
 
+@torch.inference_mode()
 def _greedy(engine, emb: torch.Tensor, eos_ids, n: int) -> tuple[float, list[int]]:
     engine.reset()
     logits, tokens = engine.prefill(emb), []
@@ -92,26 +94,34 @@ def _prefill_s(engine, rows: int) -> float:
     return min(timed(once, 3 if rows <= 128 else 2))
 
 
+TYPED = ["What is the capital of Italy?", "How many legs does a spider have?", "What do bees make?",
+         "Which planet is closest to the sun?"]
+PHOTO = ["What is in this picture?", "Describe this photo.", "What animal is this?", "What do you see here?"]
+SPOKEN = ["What is the capital of France?", "How many days are in a week?", "What colour is the sky?",
+          "What do cows drink?"]
+
+
 def _first_tokens(assistant) -> dict:
-    """Seconds to the first answer token, the system prompt's keys and values already in the cache
-    (each kind asked once untimed first), median of 3. Every ask brings a new photo or clip object, so
-    the towers run each time, as for a user's new photo."""
+    """Seconds to the first answer token with the system prompt's keys and values already in the cache:
+    four different questions of each kind (the first untimed), median of the other three. Each brings
+    a new photo or clip object, so the towers and Whisper run each time, as for a user's new question."""
     pixels = load_photo("skimage:chelsea")
-    wave = np.asarray(speak("What is the capital of France? Tell me the name of the city.", "en-us", 150, 50),
-                      dtype=np.float32)[:5 * SAMPLE_RATE]
-    kinds = {"typed": lambda: [QUESTION], "photo": lambda: [Image(pixels, "chelsea"), "What is in this picture?"],
-             "spoken": lambda: [Audio(wave, "question.wav")]}
+    waves = [np.asarray(speak(q, "en-us", 150, 50), dtype=np.float32)[:5 * SAMPLE_RATE] for q in SPOKEN]
+    kinds = {"typed": [[q] for q in TYPED],
+             "photo": [[Image(pixels, "chelsea"), q] for q in PHOTO],
+             "spoken": [[Audio(w, f"question{i}.wav")] for i, w in enumerate(waves)]}
     out = {}
-    for name, content in kinds.items():
-        def first() -> float:
+    for name, contents in kinds.items():
+        def first(content) -> float:
             timings = Timings()
-            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content()}]
+            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
             for _ in assistant.chat(messages, "auto", SamplingConfig(max_new_tokens=1), timings):
                 pass
             return timings.first_token_s
 
-        first()
-        out[f"first_token_{name}_s"] = round(statistics.median(first() for _ in range(3)), 3)
+        first(contents[0])
+        out[f"first_token_{name}_s"] = round(statistics.median(first(c) for c in contents[1:]), 3)
+    out["spoken_clip_s"] = round(max(len(w) for w in waves) / SAMPLE_RATE, 1)
     return out
 
 

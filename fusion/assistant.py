@@ -28,6 +28,7 @@ from fusion.modes import MODES, ROUTES, Mode, Route
 from fusion.presets import Preset, preset
 from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
 from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
+from fusion.runtime.quant_engine import GGUFDecoder
 from fusion.runtime.serving import Runtime, RuntimeConfig
 from fusion.weights.default import ensure_default_weights
 
@@ -171,7 +172,10 @@ class Assistant:
     @property
     def context_length(self) -> int:
         """Tokens the decoder can attend over: prompt and answer together."""
-        return int(getattr(self.model.decoder.config, "max_position_embeddings", 2048))
+        trained = int(getattr(self.model.decoder.config, "max_position_embeddings", 2048))
+        if isinstance(self.model.decoder, GGUFDecoder):  # no transformers forward to take longer ones
+            return min(trained, self.runtime.config.max_len)
+        return trained
 
     def _check_length(self, prompt_tokens: int, new_tokens: int) -> None:
         if prompt_tokens + new_tokens > self.context_length:

@@ -7,8 +7,6 @@ both sides compute in float32 with ggml's order of operations, so there is no ro
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,7 +15,11 @@ from gguf.quants import dequantize as gguf_dequantize, quantize as gguf_quantize
 
 from gguf_reference import BLOCK, dequantize, quantize_q8_0, random_blocks
 
-MODEL = Path("/root/.cache/pocket-omni/raw/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf")
+from fusion.weights.fetch import cache_dir
+from fusion.weights.gguf_file import GGUFFile
+from fusion.weights.qwen import QWEN_05B_GGUF
+
+MODEL = cache_dir() / "raw" / QWEN_05B_GGUF.name  # fetched by setup.sh
 KINDS = list(BLOCK)
 
 
@@ -185,6 +187,21 @@ def test_fast_reader_tensor_table_is_consistent(reader):
     assert spans[-1][1] <= MODEL.stat().st_size < spans[-1][1] + reader.alignment
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert 0 <= start - end < reader.alignment and start % reader.alignment == 0
+
+
+def test_our_reader_matches_the_gguf_package(reader):
+    """fusion/weights/gguf_file.py (what the engine loads) against the gguf package's reader: the same
+    tensors, block types, shapes (NumPy order) and bytes, and the same architecture metadata."""
+    ours = GGUFFile(MODEL)
+    assert set(ours.tensors) == {t.name for t in reader.tensors}
+    for t in reader.tensors:
+        mine = ours.tensors[t.name]
+        assert mine.kind == int(t.tensor_type) and mine.shape == tuple(int(x) for x in reversed(t.shape))
+        theirs = np.asarray(t.data).reshape(-1).view(np.uint8)
+        assert mine.data.size == theirs.size and np.array_equal(mine.data[:256], theirs[:256])
+        assert np.array_equal(mine.data[-256:], theirs[-256:])
+    for key in ("qwen2.block_count", "qwen2.attention.head_count_kv", "qwen2.rope.freq_base"):
+        assert ours.get(key) == reader.fields[key].contents()
 
 
 def _first(reader, kind, suffix):

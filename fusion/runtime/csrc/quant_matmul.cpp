@@ -157,7 +157,8 @@ alignas(16) const uint8_t kPairs[8][16] = {
 #undef P
 };
 
-constexpr int kAhead = 768;  // bytes of the weight row prefetched ahead of the block being read
+constexpr int kAhead = 2048;  // bytes of the weight row prefetched ahead of the block being read: decode tg 11.8 -> 14.1 tok/s at 2048
+                              // over 768 on the 1.5B here (4096: 13.3); the hardware prefetcher alone falls behind
 
 // N activation rows at once against one weight row: the weight's nibbles and scales are unpacked once
 // per block for all N (prefill); N = 1 is the decode product.
@@ -275,6 +276,7 @@ void dot_32(const uint8_t* w, const Act0* const* a, int64_t blocks, float* out) 
   __m256 acc[N];
   for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < blocks; ++i, w += Bytes) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead), _MM_HINT_T0);
     const __m256i q = Weights(w);
     const __m256i mag = _mm256_sign_epi8(q, q);
     const float d = half_to_float(w);
