@@ -30,7 +30,8 @@ namespace {
 
 enum Kind : int64_t { kF32 = 0, kQ5_0 = 6, kQ8_0 = 8, kQ4_K = 12, kQ6_K = 14 };  // ggml's type ids
 constexpr int64_t kSuper = 256, kSmall = 32;
-constexpr int64_t kMaxBatch = 256;  // activation rows per pass over a weight row
+constexpr int64_t kTile = 8;    // activation rows per pass over a weight row (dot_*<8>)
+constexpr int64_t kGroup = 32;  // weight rows per block of a prefill (see quant_matmul)
 
 struct ActK {  // activations for the K types: 256 values
   float d;
@@ -424,31 +425,37 @@ torch::Tensor quant_matmul(const torch::Tensor& x, const std::vector<torch::Tens
     stride[p] = in / block_values(kinds[p]) * block_bytes(kinds[p]);
   }
   const int64_t nk = in / kSuper, n0 = in / kSmall;
-  at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
-    float dots[kMaxBatch];
+  // Blocked for prefill: a group of kGroup weight rows (tens of KB: stays in L2) meets the activation rows
+  // 8 at a time (a tile stays in L1), so each activation byte is read from L2 once per group, not once per
+  // weight row, and each weight row is read from memory once. Decode (one activation row) is one tile.
+  at::parallel_for(0, out, kGroup, [&](int64_t r0, int64_t r1) {
+    float dots[kTile];
     for (size_t p = 0; p < raws.size(); ++p) {  // each weight's share of [r0, r1)
       const int64_t first = std::max(r0, start[p]), last = std::min(r1, start[p + 1]);
-      for (int64_t r = first; r < last; ++r) {
-        const uint8_t* w = base[p] + (r - start[p]) * stride[p];
-        for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch) {  // the weight row stays in L1 for every activation row
-          const int64_t n = std::min(kMaxBatch, batch - b0);
-          switch (kinds[p]) {
-            case kQ4_K:
-              row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>, dot_q4_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
-              break;
-            case kQ6_K:
-              row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>, dot_q6_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
-              break;
-            case kQ8_0:
-              row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>, dot_32<8, 34, q8_0_weights>>(
-                  w, a0.data() + b0 * n0, n0, n, n0, dots);
-              break;
-            default:
-              row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>, dot_32<8, 22, q5_0_weights>>(
-                  w, a0.data() + b0 * n0, n0, n, n0, dots);
+      for (int64_t g = first; g < last; g += kGroup) {
+        const int64_t g1 = std::min(g + kGroup, last);
+        for (int64_t b0 = 0; b0 < batch; b0 += kTile) {
+          const int64_t n = std::min(kTile, batch - b0);
+          for (int64_t r = g; r < g1; ++r) {
+            const uint8_t* w = base[p] + (r - start[p]) * stride[p];
+            switch (kinds[p]) {
+              case kQ4_K:
+                row_times<ActK, dot_q4_k<1>, dot_q4_k<2>, dot_q4_k<4>, dot_q4_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+                break;
+              case kQ6_K:
+                row_times<ActK, dot_q6_k<1>, dot_q6_k<2>, dot_q6_k<4>, dot_q6_k<8>>(w, ak.data() + b0 * nk, nk, n, nk, dots);
+                break;
+              case kQ8_0:
+                row_times<Act0, dot_32<1, 34, q8_0_weights>, dot_32<2, 34, q8_0_weights>, dot_32<4, 34, q8_0_weights>,
+                          dot_32<8, 34, q8_0_weights>>(w, a0.data() + b0 * n0, n0, n, n0, dots);
+                break;
+              default:
+                row_times<Act0, dot_32<1, 22, q5_0_weights>, dot_32<2, 22, q5_0_weights>, dot_32<4, 22, q5_0_weights>,
+                          dot_32<8, 22, q5_0_weights>>(w, a0.data() + b0 * n0, n0, n, n0, dots);
+            }
+            const float add = bp ? bp[r] : 0.0f;
+            for (int64_t k = 0; k < n; ++k) yp[(b0 + k) * out + r] += dots[k] + add;
           }
-          const float add = bp ? bp[r] : 0.0f;
-          for (int64_t k = 0; k < n; ++k) yp[(b0 + k) * out + r] += dots[k] + add;
         }
       }
     }
