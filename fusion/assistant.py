@@ -132,11 +132,12 @@ class Assistant:
         sampling = sampling or SamplingConfig()
         timings = timings if timings is not None else Timings()
         validate_conversation(messages, mode)
-        self._check_audio_weights(messages, ROUTES[mode])
+        route = self.route(mode)
+        self._check_audio_weights(messages, route)
         t0 = time.perf_counter()
         with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
-            messages = self._as_text(messages, timings, ROUTES[mode])
-            self._note_readout(messages[-1], timings, ROUTES[mode])
+            messages = self._as_text(messages, timings, route)
+            self._note_readout(messages[-1], timings, route)
             embeds = self.runtime.embed(messages)
             self._check_length(embeds.shape[1], sampling.max_new_tokens)
             timings.encode_s = time.perf_counter() - t0
@@ -153,6 +154,10 @@ class Assistant:
                 yield from stream_text(tok, tokens, sampling.stop, timings, t0, sampling.repeat_ngram)
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
+
+    def route(self, mode: Mode) -> Route:
+        """How this mode hands each medium to this decoder ("auto" follows the preset's measurements)."""
+        return self.preset.auto if mode == "auto" and self.preset is not None else ROUTES[mode]
 
     def _check_audio_weights(self, messages: list[dict], route: Route) -> None:
         """Speech as embeddings needs an audio projector trained for this decoder: a preset without one
