@@ -68,6 +68,19 @@ def _player(audio) -> dict:
     return gr.update(value=audio, visible=audio is not None)
 
 
+# Gradio labels a streaming webcam's start button "Record" and has no option to change it; a camera
+# tab records nothing, so the page renames it (Gradio re-renders the button: watch for it).
+CAMERA_BUTTON_JS = """() => {
+  const rename = () => document.querySelectorAll('#live-cam button, #rps-cam button').forEach(b => {
+    const walk = document.createTreeWalker(b, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode())
+      if (n.textContent.trim() === 'Record') n.textContent = n.textContent.replace('Record', 'Start camera');
+  });
+  rename();
+  new MutationObserver(rename).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def build(holder: ModelHolder) -> gr.Blocks:
     with gr.Blocks(title="pocket-omni") as demo:
         gr.Markdown("# pocket-omni\nA local camera-and-microphone assistant. "
@@ -86,6 +99,7 @@ def build(holder: ModelHolder) -> gr.Blocks:
             with gr.Tab("Spoken question", id="spoken"):
                 _spoken_tab(holder)
         demo.load(lambda: _loading_text(holder), None, loading, api_name="model_status")
+        demo.load(None, None, None, js=CAMERA_BUTTON_JS)
         gr.Timer(2.0).tick(lambda: _loading_text(holder), None, loading, api_visibility="private")
     return demo
 

@@ -218,3 +218,14 @@ def test_mushroom_tab_answers_safely(page, tmp_path):
     shot(page, "mushroom")
     answers = page.inner_text("#mushroom-chat")
     assert is_safe_answer(answers)
+
+
+def test_the_camera_tabs_start_button_says_start_camera_not_record(page):
+    """Gradio labels a streaming webcam's button "Record"; the camera tabs record nothing (app/ui.py)."""
+    for name, cam in (("Live camera", "#live-cam"), ("Rock-paper-scissors", "#rps-cam")):
+        tab(page, name)
+        page.locator(f"{cam} button", has_text="Click to Access Webcam").click()
+        page.wait_for_function(f"() => document.querySelector('{cam}').innerText.includes('Start camera')", timeout=15_000)
+        assert "Record" not in page.inner_text(cam)
+    tab(page, "Chat")
+    assert "Record" in page.inner_text("#chat-audio")  # the voice box does record
