@@ -188,7 +188,7 @@ def _live_in_browser(url: str, seconds: float = 10.0) -> dict:
         page.goto(url)
         page.get_by_role("tab", name="Live camera").click()
         page.click("#live-cam button:has-text('Click to Access Webcam')")
-        page.click("#live-cam button:has-text('Record')", timeout=20_000)
+        page.click("#live-cam button:has-text('Start camera')", timeout=20_000)
         page.wait_for_selector("#live-out img", timeout=60_000)
         page.wait_for_timeout(2000)  # settle
         page.evaluate("""() => { window.__shown = []; let last = null;

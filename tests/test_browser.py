@@ -169,7 +169,7 @@ def test_recorded_question_gets_a_spoken_answer(page):
 
 def _stream_camera(page, prefix):
     page.click(f"#{prefix}-cam button:has-text('Click to Access Webcam')")
-    page.click(f"#{prefix}-cam button:has-text('Record')", timeout=20_000)  # start streaming
+    page.click(f"#{prefix}-cam button:has-text('Start camera')", timeout=20_000)  # start streaming
 
 
 def test_live_mode_sends_back_annotated_frames(page):
