@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fusion.modes import ROUTES, Route
+from fusion.weights.fetch import SplitFile
+from fusion.weights.qwen import QWEN_05B_GGUF, QWEN_15B_GGUF
 
 MODEL_ENV = "POCKET_OMNI_MODEL"
 PresetName = Literal["qwen-1.5b", "qwen-0.5b", "smollm-135m"]
@@ -24,12 +26,20 @@ PresetName = Literal["qwen-1.5b", "qwen-0.5b", "smollm-135m"]
 class Preset:
     name: str
     title: str  # what the page and the API show
-    weights: Literal["gguf", "hf"]  # kept quantized and run by QuantEngine, or converted for transformers
+    gguf: SplitFile | None  # the GGUF file kept quantized (QuantEngine); None: SmolLM2, converted for transformers
     image_token: str
     audio_token: str
     projectors: str | None  # file in assets/projectors trained for this decoder; None: none yet
-    download_gb: float  # what the first run fetches for the decoder
     auto: Route = ROUTES["auto"]  # what "auto" does with this decoder: per medium, the path measured better
+
+    @property
+    def weights(self) -> Literal["gguf", "hf"]:
+        return "gguf" if self.gguf is not None else "hf"
+
+    @property
+    def download_gb(self) -> float:
+        """What the first run fetches for the decoder (SmolLM2's Q4_1 file: 0.09 GB)."""
+        return self.gguf.size / 1e9 if self.gguf is not None else 0.09
 
 
 # Qwen2.5-1.5B on assets/eval/photos.jsonl (38 cases, greedy, 48 tokens, one run): the label readout as
@@ -39,12 +49,12 @@ QWEN_AUTO = Route("transcript", "labels")
 
 
 PRESETS: dict[str, Preset] = {
-    "qwen-1.5b": Preset("qwen-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "gguf", "<|image_pad|>", "<|video_pad|>",
-                        None, 1.12, QWEN_AUTO),
-    "qwen-0.5b": Preset("qwen-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "gguf", "<|image_pad|>", "<|video_pad|>",
-                        None, 0.49, QWEN_AUTO),
-    "smollm-135m": Preset("smollm-135m", "SmolLM2-135M-Instruct", "hf", "<jupyter_code>", "<jupyter_output>",
-                          "pocket.safetensors", 0.09),
+    "qwen-1.5b": Preset("qwen-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", QWEN_15B_GGUF, "<|image_pad|>",
+                        "<|video_pad|>", None, QWEN_AUTO),
+    "qwen-0.5b": Preset("qwen-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", QWEN_05B_GGUF, "<|image_pad|>",
+                        "<|video_pad|>", None, QWEN_AUTO),
+    "smollm-135m": Preset("smollm-135m", "SmolLM2-135M-Instruct", None, "<jupyter_code>", "<jupyter_output>",
+                          "pocket.safetensors"),
 }
 DEFAULT_PRESET = "qwen-1.5b"
 TINY_PRESET = "smollm-135m"  # the fast tests' decoder

@@ -3,7 +3,7 @@ independent NumPy reference forward (tests/qwen_reference.py), greedy text again
 GGUF model, and the engine's cache paths against each other.
 
 These need a Qwen file: the 0.5B (491 MB, fetched by setup.sh) is the smallest with Qwen2's
-architecture (biases, GQA 14/2, rope theta 1e6) and every block type but Q4_K-only matrices
+architecture (biases, GQA 14/2, rope theta 1e6) and every block type the 1.5B has and more
 (Q5_0, Q8_0, Q4_K, Q6_K, F32), so it stands in for the 1.5B, whose float32 reference would need 7 GB.
 
 Tolerance: the engine quantizes activations to int8 per block before each product (as llama.cpp does),

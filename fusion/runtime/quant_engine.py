@@ -1,4 +1,4 @@
-"""A Qwen2 (or Llama) decoder run straight from its GGUF file, every weight kept in its quantized blocks.
+"""A Qwen2 decoder run straight from its GGUF file, every weight kept in its quantized blocks.
 
     decoder = GGUFDecoder("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")   # metadata + memory map, ~0.3 s
     engine = QuantEngine(decoder, max_len=4096, slots=4)             # StaticEngine's interface

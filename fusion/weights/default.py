@@ -10,7 +10,6 @@ from fusion.weights.efficientnet import EFFICIENTNET_LITE0_PTH, EFFICIENTNET_TIM
 from fusion.presets import Preset, preset
 from fusion.weights.fetch import Log, cache_dir, fetch, fetch_joined, install_converted, is_converted, log_stderr
 from fusion.weights.mediapipe import FACE_DETECTOR, ensure_hand_models
-from fusion.weights.qwen import QWEN_05B_GGUF, QWEN_15B_GGUF
 from fusion.weights.smollm import SMOLLM2_GGUF, convert_smollm2, convert_tokenizer
 from fusion.weights.whisper import WHISPER_BASE_BIN, WHISPER_BASE_CT2_CONFIG, WHISPER_BASE_TOKENIZER, convert_whisper_ct2
 
@@ -24,9 +23,6 @@ class DefaultWeights:
     vision_name: str
     gguf: Path
     face_detector: Path
-
-
-GGUF_FILES = {"qwen-1.5b": QWEN_15B_GGUF, "qwen-0.5b": QWEN_05B_GGUF}
 
 
 def ensure_default_weights(log: Log = log_stderr, model: Preset | None = None) -> DefaultWeights:
@@ -44,7 +40,7 @@ def ensure_default_weights(log: Log = log_stderr, model: Preset | None = None) -
         (vis, [EFFICIENTNET_LITE0_PTH], lambda dst: convert_efficientnet_lite0(fetch(EFFICIENTNET_LITE0_PTH, log), dst)),
     ]
     if model.weights == "gguf":
-        split = GGUF_FILES[model.name]
+        split = model.gguf
         gguf = fetch_joined(split, log)
         dec = models / f"{model.name}-tokenizer"
         jobs.insert(0, (dec, list(split.parts), lambda dst: convert_tokenizer(gguf, dst)))

@@ -71,13 +71,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-
 // 32 floats -> 32 int8 (x * inv, rounded to nearest), in order
 inline __m256i round_to_int8(const float* x, __m256 inv) {
   __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv));
@@ -319,12 +312,13 @@ void row_times(const uint8_t* w, const Act* acts, int64_t per_row, int64_t n, in
 // -- dequantization (embedding rows; tests) ----------------------------------------------------------
 
 void dequantize_row(const uint8_t* w, int64_t kind, int64_t n, float* out) {
+  if (kind == kF32) {
+    std::memcpy(out, w, n * 4);
+    return;
+  }
   const int64_t blocks = n / block_values(kind);
   for (int64_t i = 0; i < blocks; ++i) {
-    if (kind == kF32) {
-      std::memcpy(out, w, n * 4);
-      return;
-    } else if (kind == kQ8_0) {
+    if (kind == kQ8_0) {
       const uint8_t* b = w + i * 34;
       const float d = half_to_float(b);
       for (int j = 0; j < 32; ++j) out[i * 32 + j] = d * float(int8_t(b[2 + j]));
