@@ -1,8 +1,12 @@
 """Speech -> text with Whisper's own decoder: the cascade's first stage and the ASR yardstick.
 
-Greedy decoding per 30 s window, with CTranslate2's suppression lists (shipped beside the weights)
-and timestamps off. Each window is padded to 30 s here: Whisper's decoder was trained on full
-windows and drops words on trimmed ones (README has the measurement).
+Greedy decoding per 30 s window (encoders/whisper_decode.py, the same tokens as transformers' forward),
+with CTranslate2's suppression lists (shipped beside the weights) and timestamps off.
+
+Padding: Whisper's decoder was trained on full 30 s windows; on a window trimmed to the speech it never
+emits end-of-text. What it needs is trailing silence, not 30 s of it: each window is padded to the
+speech plus 5 s, at least 10 s (PAD_*). On 102 clips (80 synthetic in held-out voices, 22 human) that
+measured WER 31.6% / 7.0% vs 33.7% / 7.7% at 30 s, with the encoder's work cut ~2.5x (README).
 """
 
 from __future__ import annotations
@@ -15,9 +19,17 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from encoders.audio import AudioTower, is_silent, log_mel_spectrogram, windows
+from encoders.audio import N_SAMPLES, SAMPLE_RATE, AudioTower, is_silent, log_mel_spectrogram, windows
+from encoders.whisper_decode import WhisperGreedy
 
 MAX_TOKENS_PER_WINDOW = 224  # Whisper's own cap: half its 448-token context
+PAD_AFTER_SPEECH = 5 * SAMPLE_RATE  # silence after the speech that lets the decoder end the text
+PAD_AT_LEAST = 10 * SAMPLE_RATE
+
+
+def padded_length(samples: int) -> int:
+    """How many samples a window of `samples` is padded to before the encoder (at most one window)."""
+    return min(N_SAMPLES, max(PAD_AT_LEAST, samples + PAD_AFTER_SPEECH))
 
 
 class WhisperTranscriber:
@@ -35,6 +47,13 @@ class WhisperTranscriber:
         # Every special token above <|endoftext|> (languages, tasks, timestamps) is never text.
         self.suppress = sorted(set(suppress) | set(range(self.eot + 1, vocab)))
         self.suppress_begin = sorted(set(suppress_begin))
+        self.greedy = WhisperGreedy(model.model.decoder, model.config.decoder_attention_heads)
+        model.model.decoder = None  # its weights live on in self.greedy (bfloat16): ~95 MB less resident
+
+    def to(self, device) -> "WhisperTranscriber":
+        self.model.to(device)
+        self.greedy.to(device)
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, language: str = "en",
@@ -58,22 +77,9 @@ class WhisperTranscriber:
 
     def _decode_window(self, piece: np.ndarray) -> str:
         p = next(self.model.parameters())
-        mel = log_mel_spectrogram(piece, pad_to_window=True).to(p.device, p.dtype)
-        enc = self.tower(mel[None])  # 1, 1500, Da
-        ids = torch.tensor([self.prompt], device=p.device)
-        cache, out = None, []
-        suppress = torch.tensor(self.suppress, device=p.device)
-        begin = torch.tensor(self.suppress_begin, device=p.device)
-        for step in range(MAX_TOKENS_PER_WINDOW):
-            o = self.model(encoder_outputs=(enc,), decoder_input_ids=ids, past_key_values=cache, use_cache=True)
-            cache = o.past_key_values
-            logits = o.logits[0, -1].float()
-            logits[suppress] = -float("inf")
-            if step == 0:
-                logits[begin] = -float("inf")
-            token = int(logits.argmax())
-            if token == self.eot:
-                break
-            out.append(token)
-            ids = torch.tensor([[token]], device=p.device)
-        return self.tokenizer.decode(out).strip()
+        wave = np.pad(np.asarray(piece, dtype=np.float32), (0, padded_length(len(piece)) - len(piece)))
+        mel = log_mel_spectrogram(wave).to(p.device, p.dtype)
+        frames = self.tower(mel[None])[0]  # Ta, Da
+        tokens = self.greedy(frames, self.prompt, self.eot, torch.tensor(self.suppress, device=p.device),
+                             torch.tensor(self.suppress_begin, device=p.device), MAX_TOKENS_PER_WINDOW)
+        return self.tokenizer.decode(tokens).strip()

@@ -81,7 +81,7 @@ class Assistant:
         config = config or OmniConfig(image_token=chosen.image_token, audio_token=chosen.audio_token)
         model_ = load_omni(w.decoder, transcriber.tower, vision, config, projectors, dtype, device,
                            face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir)
-        transcriber.model.to(device)
+        transcriber.to(device)
         assistant = cls(model_, transcriber)
         assistant.preset = chosen
         progress("the decode engine (5/5)")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.metrics import word_errors
+from app.metrics import normalize_text, word_errors
 from conftest import espeak
 from encoders.audio import load_audio
 from fusion.assistant import Timings
@@ -40,6 +40,50 @@ def test_whisper_transcribes_an_espeak_sentence(assistant, tmp_path):
     wav = espeak("Please turn on the lights in the kitchen.", tmp_path / "s.wav")
     e, n = word_errors("please turn on the lights in the kitchen", assistant.transcribe(load_audio(wav)))
     assert e / n <= 0.15
+
+
+def _transformers_greedy(hf, frames, t) -> list[int]:
+    """Greedy tokens from transformers' own WhisperForConditionalGeneration forward, cache and all."""
+    ids, cache, out = torch.tensor([t.prompt]), None, []
+    from encoders.asr import MAX_TOKENS_PER_WINDOW
+
+    for step in range(MAX_TOKENS_PER_WINDOW):
+        o = hf(encoder_outputs=(frames,), decoder_input_ids=ids, past_key_values=cache, use_cache=True)
+        cache, logits = o.past_key_values, o.logits[0, -1].float()
+        logits[t.suppress + (t.suppress_begin if step == 0 else [])] = -float("inf")
+        token = int(logits.argmax())
+        if token == t.eot:
+            return out
+        out.append(token)
+        ids = torch.tensor([[token]])
+    return out
+
+
+def test_our_whisper_decoder_gives_transformers_tokens(assistant, default_weights, tmp_path):
+    """The greedy loop (encoders/whisper_decode.py, bfloat16 weights) against transformers' own forward
+    on the same encoder frames, on two human and two synthetic clips: the same words. bfloat16 rounding
+    may flip a near-tie between punctuation marks or a capital (one clip of 40 in the README's sweep),
+    so the words are compared as the WER scorer reads them, and the tokens up to the last one."""
+    from transformers import WhisperForConditionalGeneration
+
+    from encoders.asr import MAX_TOKENS_PER_WINDOW, padded_length
+    from encoders.audio import log_mel_spectrogram
+
+    t = assistant.transcriber
+    hf = WhisperForConditionalGeneration.from_pretrained(str(default_weights.whisper_dir), dtype=torch.float32).eval()
+    clips = [load_audio(LIBRIVOX / f"sense_and_sensibility_01_austen_64kb-08{n}0.wav") for n in (7, 9)]
+    clips += [load_audio(espeak(s, tmp_path / f"{i}.wav")) for i, s in enumerate(
+        ["Remind me to call the dentist on Friday.", "How many legs does a spider have?"])]
+    for wave in clips:
+        wave = np.pad(wave, (0, padded_length(len(wave)) - len(wave)))
+        with torch.inference_mode():
+            frames = t.tower(log_mel_spectrogram(wave)[None])
+            ours = t.greedy(frames[0], t.prompt, t.eot, torch.tensor(t.suppress), torch.tensor(t.suppress_begin),
+                            MAX_TOKENS_PER_WINDOW)
+            theirs = _transformers_greedy(hf, frames, t)
+        said = [normalize_text(t.tokenizer.decode(tokens)) for tokens in (ours, theirs)]
+        assert said[0] == said[1] and len(said[0].split()) > 3, said
+        assert ours[:-1] == theirs[:len(ours) - 1]
 
 
 # -- vision ------------------------------------------------------------------------------------
@@ -121,7 +165,9 @@ def test_gguf_derived_decoder_matches_an_independent_reference(assistant, defaul
 def test_cascade_answers_a_spoken_question_from_the_command_line(tmp_path, capsys, default_weights):
     import launch
 
-    wav = espeak("What is the capital of France?", tmp_path / "q.wav")
+    # (Whisper on a 10 s window hears espeak's "capital of France" as "capital on France", which the
+    # tiny decoder cannot answer; README has the padding sweep)
+    wav = espeak("Which city is the capital of France?", tmp_path / "q.wav")
     assert launch.main(["ask", "--audio", str(wav), "--mode", "cascade", "--max-tokens", "30"]) == 0
     assert "Paris" in capsys.readouterr().out
 
@@ -195,7 +241,7 @@ def test_e2e_names_what_is_in_the_photo(assistant, photo, accepted):
 def test_auto_mode_transcribes_speech_and_keeps_photos_as_embeddings(assistant, tmp_path):
     import skimage.data
 
-    wave = load_audio(espeak("What is the capital of France?", tmp_path / "q.wav"))
+    wave = load_audio(espeak("Which city is the capital of France?", tmp_path / "q.wav"))  # see the cascade test
     timings = Timings()
     answer = ask(assistant, [Audio(wave)], "auto", 24, timings)
     assert any(n.startswith("heard:") and "france" in n.lower() for n in timings.notes)
