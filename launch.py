@@ -158,7 +158,7 @@ def cmd_train(args) -> int:
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
           work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install,
-          objective=args.objective, lr=args.lr, mentions=args.mentions)
+          objective=args.objective, lr=args.lr, mentions=args.mentions, vocabulary_words=args.vocabulary_words)
     return 0
 
 
@@ -236,6 +236,9 @@ def _train_parser(sub) -> None:
                     help="ctc: transcripts by CTC over the decoder's embedding table (audio; the default for audio); "
                          "distill: the decoder's own answers through the frozen decoder (Ultravox; vision's only)")
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3 for ctc, 1e-3 for distill)")
+    tr.add_argument("--vocabulary-words", type=int, default=0,
+                    help="audio (ctc): also the decoder's ids of this many frequent English words in the readout's "
+                         "vocabulary (fortunes and manual pages; 0: the training transcripts' ids only)")
     tr.add_argument("--mentions", type=int, default=0,
                     help="audio: also speak N sentences naming the questions' entities (data recipe r3; 0: r2)")
     tr.add_argument("--rebuild-data", action="store_true")

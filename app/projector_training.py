@@ -28,6 +28,7 @@ from encoders.errors import InputError
 from encoders.vision import load_photo
 from fusion.assistant import Assistant, Timings
 from fusion.model import OmniConfig
+from fusion.presets import TINY_PRESET, preset
 from fusion.prompt import REPEAT_PROMPT, Audio, Image
 from fusion.runtime.generate import SamplingConfig
 from fusion.training.audio_dataset import build_audio_dataset
@@ -45,12 +46,13 @@ def evaluation_sentences() -> set[str]:
 
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
           rebuild_data: bool, install: bool, objective: str | None = None, lr: float | None = None,
-          mentions: int = 0) -> dict:
+          mentions: int = 0, vocabulary_words: int = 0) -> dict:
     """`objective` None: ctc for audio, distill for vision; `lr` None: 2e-3 for ctc, 1e-3 for distill."""
     objective = objective or ("ctc" if modality == "audio" else "distill")
     if objective == "ctc" and modality != "audio":
         raise InputError("the ctc objective reads transcripts: audio only (vision trains with distill)")
-    work = work or cache_dir() / "train" / modality
+    chosen = preset()
+    work = work or cache_dir() / "train" / (modality if chosen.name == TINY_PRESET else f"{chosen.name}-{modality}")
     # the data recipe: "r2" templates + fortune sentences + human recordings; "r3" adds `mentions` sentences
     # naming the templates' entities. A new recipe, a new folder
     recipe = f"r3-m{mentions}" if mentions else "r2"
@@ -61,7 +63,7 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one (untested: none lent)
-    assistant = Assistant.load_default(device=device, projectors=None, untrained=True)
+    assistant = Assistant.load_default(device=device, projectors=None, untrained=True, model=chosen)
     if rebuild_data and data.exists():
         shutil.rmtree(data)
     if not (data / "meta.json").exists():
@@ -71,7 +73,7 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
             build_vision_dataset(assistant.model, data, seed=seed)
     data_s = time.perf_counter() - t0
     config = TrainConfig(modality, steps, batch_size, seed=seed, objective=objective,
-                         lr=lr or (2e-3 if objective == "ctc" else TrainConfig.lr))
+                         lr=lr or (2e-3 if objective == "ctc" else TrainConfig.lr), vocabulary_words=vocabulary_words)
     weights = train_projector(assistant.model, data, run, config)
     train_s = time.perf_counter() - t0 - data_s
     plot_curve(run / "train_log.jsonl", run / f"{modality}_curve.png", f"{modality} projector ({objective}), seed {seed}",
@@ -83,14 +85,14 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if install:
-        install_weights(weights, run / f"{modality}_curve.png", run / "metrics.json", modality)
+        install_weights(weights, run / f"{modality}_curve.png", run / "metrics.json", modality, chosen.projectors)
     return metrics
 
 
-def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) -> None:
-    """Merge the trained projector into assets/projectors/pocket.safetensors (the default)."""
+def install_weights(weights: Path, curve: Path, metrics: Path, modality: str, name: str = "pocket.safetensors") -> None:
+    """Merge the trained projector into assets/projectors/<name> (the preset's file; SmolLM2's: pocket.safetensors)."""
     ASSETS.mkdir(parents=True, exist_ok=True)
-    target = ASSETS / "pocket.safetensors"
+    target = ASSETS / name
     state = load_file(str(target)) if target.exists() else {}
     state = {k: v for k, v in state.items() if not k.startswith(modality + ".")}
     state.update(load_file(str(weights)))
@@ -98,8 +100,9 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str) ->
     # (token ids, like the CTC readout's vocabulary, stay integers)
     save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()},
               str(target), metadata={"format": "pt"})
-    shutil.copy(curve, ASSETS / f"{modality}_curve.png")
-    shutil.copy(metrics, ASSETS / f"{modality}_metrics.json")
+    prefix = "" if name == "pocket.safetensors" else Path(name).stem + "-"  # SmolLM2's files keep their names
+    shutil.copy(curve, ASSETS / f"{prefix}{modality}_curve.png")
+    shutil.copy(metrics, ASSETS / f"{prefix}{modality}_metrics.json")
     print(f"installed {modality} projector in {target}")
 
 

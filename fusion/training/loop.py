@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fusion.model import OmniModel
 from fusion.prompt import REPEAT_PROMPT, Audio, Image, build_prompt_ids
 from fusion.training.vision_data import vision_sampler
+from fusion.training.vocabulary import english_words, vocabulary_ids
 
 
 
@@ -52,6 +53,9 @@ class TrainConfig:
     # "distill": the decoder's own answer / the transcript through the frozen decoder (Ultravox);
     # "ctc": the transcript by CTC over the decoder's embedding table (audio only; see CTCReadout)
     objective: Literal["distill", "ctc"] = "distill"
+    # ctc: also the token ids of this many frequent English words in the readout's vocabulary
+    # (fusion/training/vocabulary.py); 0: the training transcripts' ids only (the shipped SmolLM2 readout)
+    vocabulary_words: int = 0
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -90,7 +94,9 @@ def ctc_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Call
     meta = [m for m in json.loads((data_dir / "meta.json").read_text()) if m["split"] == "train"]
     feats = load_file(str(data_dir / "features.safetensors"))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    vocab = sorted({t for m in meta for t in m["transcript_ids"]} - {eos})
+    words = english_words(config.vocabulary_words) if config.vocabulary_words else []
+    spelled = vocabulary_ids(words, lambda text: model.tokenizer.encode(text, add_special_tokens=False))
+    vocab = sorted(({t for m in meta for t in m["transcript_ids"]} | spelled) - {eos})
     readout = model.new_audio_readout(torch.tensor(vocab))
     index = {t: c + 1 for c, t in enumerate(vocab)}  # class 0 is the blank
     dev = model.device
