@@ -60,8 +60,9 @@ def to_rgb(image: np.ndarray, order: Literal["RGB", "BGR"] = "RGB") -> np.ndarra
     return np.ascontiguousarray(a[:, :, ::-1] if order == "BGR" else a)
 
 
-def preprocess(rgb: np.ndarray, size: int, crop_pct: float, mean, std) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> normalised float (3, S, S): short side to S/crop_pct, centre crop."""
+def crop(rgb: np.ndarray, size: int, crop_pct: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """RGB uint8 (H, W, 3) -> what the tower sees, uint8 (S, S, 3): short side to S/crop_pct, centre
+    crop; and that crop's box (x0, y0, x1, y1) in the original image's pixels."""
     h, w = rgb.shape[:2]
     short = max(size, round(size / crop_pct))
     scale = short / min(h, w)
@@ -69,8 +70,14 @@ def preprocess(rgb: np.ndarray, size: int, crop_pct: float, mean, std) -> torch.
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     img = cv2.resize(rgb, (nw, nh), interpolation=interp)
     y, x = (nh - size) // 2, (nw - size) // 2
-    img = img[y:y + size, x:x + size]
-    t = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)  # 3, S, S
+    sx, sy = w / nw, h / nh
+    return img[y:y + size, x:x + size], (x * sx, y * sy, (x + size) * sx, (y + size) * sy)
+
+
+def preprocess(rgb: np.ndarray, size: int, crop_pct: float, mean, std) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> normalised float (3, S, S): short side to S/crop_pct, centre crop."""
+    img, _ = crop(rgb, size, crop_pct)
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)  # 3, S, S
     return (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
@@ -124,6 +131,20 @@ class VisionTower(nn.Module):
         else:  # ViT: B, prefix+N, Dv -> B, N, Dv
             f = f[:, self.num_prefix_tokens:]
         return f, logits
+
+    def crop(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """The RGB crop this tower sees of an image, and its box in the image (see crop())."""
+        return crop(rgb, self.size, self.crop_pct)
+
+    def class_map(self, features: torch.Tensor, cls: int) -> np.ndarray | None:
+        """(N, Dv) patch features -> (h, w) what each grid cell adds to class cls's logit (the class
+        activation map), or None when the head is not one linear layer over average-pooled features."""
+        head = self.model.get_classifier() if self.num_classes else None
+        pool = getattr(getattr(self.model, "global_pool", None), "pool_type", "avg")
+        if not isinstance(head, nn.Linear) or pool not in ("avg", "fast"):
+            return None
+        cam = features.detach().float() @ head.weight[cls].detach().float()
+        return cam.reshape(self.grid).cpu().numpy()
 
     def labels(self) -> list[str]:
         """Human-readable class names when the head is ImageNet-1k."""

@@ -21,10 +21,12 @@ from encoders.asr import WhisperTranscriber
 from encoders.audio import is_silent
 from encoders.errors import InputError
 from encoders.faces import FaceDetector
-from encoders.vision import VisionConfig, VisionTower, short_name, top_classes
+from encoders.hand_tracking import HandTracker
+from encoders.vision import VisionConfig, VisionTower, top_classes
 from fusion.cache import ObjectCache
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.modes import MODES, ROUTES, Mode, Route
+from fusion.photo_text import photo_text
 from fusion.presets import Preset, preset
 from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
 from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
@@ -44,7 +46,6 @@ class Assistant:
         self.model = model
         self.runtime = Runtime(model, runtime)
         self.transcriber = transcriber
-        self.labels = model.vision_tower.labels()
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
         # words heard in a clip, by object and path: a conversation carries its clips every turn, and the
         # safety gate (app/safety.py) reads them before the cascade does
@@ -68,19 +69,21 @@ class Assistant:
         t0 = time.perf_counter()
         progress("Whisper, the audio tower and transcriber (2/5)")
         transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
-        progress("the vision tower and the face detector (3/5)")
+        progress("the vision tower, the face detector and the hand tracker (3/5)")
         vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
-        shipped = ASSETS / "projectors" / chosen.projectors if chosen.projectors else None
-        if projectors is None and shipped is not None and shipped.exists() and not untrained:
+        shipped = ASSETS / "projectors" / chosen.projectors
+        if projectors is None and shipped.exists() and not untrained:
             projectors = shipped
         if projectors is None and not untrained:
-            log.warning("no projectors trained for %s: photos go in as the tower's labels, and speech only "
+            log.warning("no projectors trained for %s: photos go in as what the encoders see, and speech only "
                         "as Whisper's transcript (e2e speech is refused)", chosen.name)
         faces = FaceDetector(w.face_detector, device=device)
+        hands = HandTracker(*w.hand_models, max_hands=2, device=device)
         progress(f"the language model, {chosen.title} (4/5)")
         config = config or OmniConfig(image_token=chosen.image_token, audio_token=chosen.audio_token)
         model_ = load_omni(w.decoder, transcriber.tower, vision, config, projectors, dtype, device,
-                           face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir)
+                           face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir,
+                           hand_tracker=hands)
         transcriber.to(device)
         assistant = cls(model_, transcriber)
         assistant.preset = chosen
@@ -108,7 +111,7 @@ class Assistant:
     def _top_classes(self, logits: torch.Tensor | None, k: int) -> list[tuple[str, float]]:
         if logits is None:
             raise InputError("this vision tower has no classification head")
-        return top_classes(logits[0], self.labels, k)
+        return top_classes(logits[0], self.model.labels(), k)
 
     def transcribe(self, wave: np.ndarray) -> str:
         with self.lock:
@@ -189,8 +192,8 @@ class Assistant:
                              f"a new one", "context_length_exceeded")
 
     def _as_text(self, messages: list[dict], timings: Timings, route: Route) -> list[dict]:
-        """The parts a route sends as text: a clip becomes its transcript, an image the classes the tower
-        sees (and the people the face detector finds)."""
+        """The parts a route sends as text: a clip becomes its transcript, an image what the encoders know
+        about it (fusion/photo_text.py: the same words the e2e readout embeds)."""
         if route.speech == "embeddings" and route.images == "embeddings":
             return messages
         out = []
@@ -207,12 +210,11 @@ class Assistant:
                     timings.notes.append(f"heard: {text}")
                     parts.append(text)
                 elif isinstance(p, Image) and route.images == "labels":
-                    seen = ", ".join(f"{short_name(label)} ({prob:.0%})" for label, prob in
-                                     self._image_classes_unlocked(p, 3))
-                    people = self.model.count_people(p.pixels)
-                    who = "" if not people else " of a person" if people == 1 else f" of {people} people"
-                    timings.notes.append(f"saw: {seen}" + (f"; faces: {people}" if people else ""))
-                    parts.append(f"[A photo{who}. An image classifier recognises in it: {seen}.]")
+                    facts = self.runtime.photo_facts(p)
+                    seen = ", ".join(f"{name} ({prob:.0%})" for name, prob in facts.classes)
+                    timings.notes.append(f"saw: {seen}" + (f"; faces: {facts.faces}" if facts.faces else "")
+                                         + (f"; hands: {len(facts.hands)}" if facts.hands else ""))
+                    parts.append(f"[{photo_text(facts)}]")
                 else:
                     parts.append(p)
             text_only = all(isinstance(p, str) for p in parts)

@@ -24,9 +24,13 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from encoders.audio import AudioTower
+from encoders.errors import InputError
 from encoders.faces import FaceDetector
-from encoders.vision import VisionTower, short_name
-from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, LabelTokenProjector, embedding_rms,
+from encoders.hand_tracking import HandTracker
+from encoders.scene import PhotoFacts, photo_facts
+from encoders.vision import VisionTower, short_name, top_classes
+from fusion.photo_text import photo_text
+from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, TextReadout, embedding_rms,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
 from fusion.runtime.quant_engine import GGUFDecoder
@@ -38,7 +42,7 @@ DEFAULT_AUDIO_TOKEN = "<jupyter_output>"
 NOTHING_HEARD = " (no words heard)"  # what the decoder reads when the CTC readout reads no word in a clip
 
 # "labels": while no trained vision projector is loaded and the tower has an ImageNet head, an image becomes
-# the decoder's embeddings of label_phrase with the head's top class name (LabelTokenProjector);
+# the decoder's embeddings of what the encoders know about it (fusion/photo_text.py, TextReadout);
 # "learned": always the learned projector on the patch features
 VisionReadout = Literal["labels", "learned"]
 
@@ -50,10 +54,6 @@ class OmniConfig:
     vision_queries: int = 8  # a resampler: 8 image tokens, each reading the whole image; 0: one per patch
     vision_hidden: int = 1024
     vision_readout: VisionReadout = "labels"
-    label_phrase: str = " a photo of a {}"
-    # the same when a face detector (OmniModel.face_detector) finds one person, or more, in the image
-    people_phrases: tuple[str, str] = (" a photo of a person. There is also a {}",
-                                       " a photo of people. There is also a {}")
     projector_hidden: int = 768  # the audio projector's H (a trained file brings its own)
     image_token: str = DEFAULT_IMAGE_TOKEN
     audio_token: str = DEFAULT_AUDIO_TOKEN
@@ -77,14 +77,15 @@ VisionOutputs = tuple[torch.Tensor, torch.Tensor | None]  # patch features (1, N
 
 class OmniModel(nn.Module):
     def __init__(self, config: OmniConfig, decoder, tokenizer, audio_tower: AudioTower, vision_tower: VisionTower,
-                 face_detector: FaceDetector | None = None):
+                 face_detector: FaceDetector | None = None, hand_tracker: HandTracker | None = None):
         super().__init__()
         self.config = config
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.audio_tower = audio_tower
         self.vision_tower = vision_tower
-        self.face_detector = face_detector  # people, for the label readout and the cascade (optional)
+        self.face_detector = face_detector  # people, for the photo facts (optional)
+        self.hand_tracker = hand_tracker  # hands and their gestures, for the photo facts (optional)
         d = decoder.get_input_embeddings().embedding_dim
         self.audio_projector = AudioProjector(AudioProjectorConfig(audio_tower.feature_dim, d, config.audio_stack,
                                                                    config.projector_hidden))
@@ -97,8 +98,9 @@ class OmniModel(nn.Module):
             self.audio_projector.ln_post.weight.fill_(embedding_rms(decoder.get_input_embeddings()))
         # a CTC readout after the audio projector (CTCReadout), present when trained weights bring one
         self.audio_readout: CTCReadout | None = None
-        # the label-token readout of the tower's ImageNet head (no weights; phrases tokenized on first use)
-        self.label_readout = self._label_readout() if vision_tower.num_classes else None
+        # the text readout of what the encoders know about a photo (no weights)
+        self.text_readout = TextReadout(self._tokenize, decoder.get_input_embeddings()) if vision_tower.num_classes else None
+        self._labels: list[str] | None = None  # the tower's class names, read once
         self.trained: set[str] = set()  # which projectors carry trained weights
         self.projectors_loaded = 0  # how many times trained weights were loaded
         self.placeholder_ids = {Image: self._token_id(config.image_token), Audio: self._token_id(config.audio_token)}
@@ -113,14 +115,8 @@ class OmniModel(nn.Module):
             raise ValueError(f"placeholder {token!r} is not a single token of this tokenizer")
         return i
 
-    def _label_readout(self) -> LabelTokenProjector:
-        names = [short_name(label) for label in self.vision_tower.labels()]
-        templates = (self.config.label_phrase, *self.config.people_phrases)
-
-        def phrase_ids(cls: int, people: int) -> list[int]:
-            return self.tokenizer(templates[people].format(names[cls]), add_special_tokens=False)["input_ids"]
-
-        return LabelTokenProjector(phrase_ids, self.decoder.get_input_embeddings())
+    def _tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
 
     @property
     def device(self) -> torch.device:
@@ -169,19 +165,37 @@ class OmniModel(nn.Module):
         """The vision tower on one image: (patch features (1, N, Dv), ImageNet logits (1, C) or None)."""
         return self.vision_tower(self.vision_tower.pixels([image.pixels]))
 
-    def image_tokens(self, image: Image, outputs: VisionOutputs | None = None) -> torch.Tensor:
-        """One image (and its tower outputs, when already computed) -> (n, D) decoder-space tokens."""
-        feats, logits = outputs if outputs is not None else self.vision_outputs(image)
-        labels = self.label_projector()
-        if labels is not None and logits is not None:
-            return labels(logits[0], self.count_people(image.pixels))
-        return self.vision_projector(feats[0], self.vision_tower.grid)
+    def image_tokens(self, image: Image, outputs: VisionOutputs | None = None, facts: PhotoFacts | None = None
+                     ) -> torch.Tensor:
+        """One image (and its tower outputs and facts, when already computed) -> (n, D) decoder-space tokens."""
+        outputs = outputs if outputs is not None else self.vision_outputs(image)
+        readout = self.photo_readout()
+        if readout is not None and outputs[1] is not None:
+            return readout(photo_text(facts or self.photo_facts(image, outputs)))
+        return self.vision_projector(outputs[0][0], self.vision_tower.grid)
 
-    def label_projector(self) -> LabelTokenProjector | None:
-        """The label-token readout, when the config asks for it and no trained vision projector is loaded."""
+    def photo_readout(self) -> TextReadout | None:
+        """The text readout, when the config asks for it and no trained vision projector is loaded."""
         if self.config.vision_readout != "labels" or "vision" in self.trained:
             return None
-        return self.label_readout
+        return self.text_readout
+
+    def photo_facts(self, image: Image, outputs: VisionOutputs | None = None) -> PhotoFacts:
+        """What the encoders know about a photo: the tower's top classes, where the top one is and its
+        colours (from the class activation map), the background's, the faces and hands found."""
+        feats, logits = outputs if outputs is not None else self.vision_outputs(image)
+        if logits is None:
+            raise InputError("this vision tower has no classification head")
+        classes = [(short_name(label), p) for label, p in top_classes(logits[0], self.labels(), 3)]
+        cam = self.vision_tower.class_map(feats[0], int(logits[0].argmax()))
+        crop, box = self.vision_tower.crop(image.pixels)
+        hands = self.hand_tracker.fresh()(image.pixels) if self.hand_tracker is not None else []
+        return photo_facts(classes, cam, crop, box, image.pixels.shape[:2], self.count_people(image.pixels), hands)
+
+    def labels(self) -> list[str]:
+        if self._labels is None:
+            self._labels = self.vision_tower.labels()
+        return self._labels
 
     def count_people(self, pixels: np.ndarray) -> int:
         """Faces the face detector finds in an RGB image (0 without a detector)."""
@@ -238,6 +252,7 @@ def load_omni(decoder_path: str | Path, audio_tower: AudioTower, vision_tower: V
               config: OmniConfig | None = None, projectors: str | Path | None = None,
               dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
               face_detector: FaceDetector | None = None, weights: Literal["hf", "gguf"] = "hf",
+              hand_tracker: HandTracker | None = None,
               tokenizer_dir: str | Path | None = None) -> OmniModel:
     """Assemble the model around loaded towers. Untrained projectors start from `seed`. weights "hf": a
     transformers checkpoint folder; "gguf": a GGUF file kept quantized (fusion/runtime/quant_engine.py),
@@ -250,7 +265,7 @@ def load_omni(decoder_path: str | Path, audio_tower: AudioTower, vision_tower: V
         decoder = GGUFDecoder(decoder_path)
     else:
         decoder = AutoModelForCausalLM.from_pretrained(str(decoder_path), dtype=dtype).eval()
-    model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower, face_detector)
+    model = OmniModel(config or OmniConfig(), decoder, tokenizer, audio_tower, vision_tower, face_detector, hand_tracker)
     if projectors:
         model.load_projectors(projectors)
     return model.to(device=device, dtype=dtype).eval()

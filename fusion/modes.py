@@ -3,10 +3,11 @@ module: the command line reads it before anything heavy is imported).
 
 Each mode is a route per medium: how the Assistant hands speech and images to the decoder.
 - "e2e": images and clips go through the towers and projectors straight into the decoder;
-- "cascade": Whisper's own decoder writes the speech down and the vision tower's ImageNet head names
-  what it sees; the decoder then reads plain text. The yardstick for e2e, and useful alone;
-- "auto": each medium by the route that measures better on the held-out sets today (speech
-  transcribed, photos as embeddings; see assets/projectors/README.md).
+- "cascade": Whisper's own decoder writes the speech down and a photo becomes the sentences about what
+  the encoders found in it (fusion/photo_text.py); the decoder then reads plain text. The yardstick
+  for e2e, and useful alone;
+- "auto": each medium by the route that measures better on the held-out sets today, per decoder
+  (fusion/presets.py): speech transcribed, photos as their sentences in text (assets/projectors/README.md).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ DEFAULT_MODE: Mode = "auto"
 class Route:
     """How a mode hands each medium to the decoder."""
     speech: Literal["embeddings", "transcript"]  # projected audio tokens, or Whisper's transcript as text
-    images: Literal["embeddings", "labels"]  # projected image tokens, or the tower's top classes as text
+    images: Literal["embeddings", "labels"]  # projected image tokens, or the photo's sentences as text
 
 
 ROUTES: dict[Mode, Route] = {"e2e": Route("embeddings", "embeddings"), "cascade": Route("transcript", "labels"),
-                             "auto": Route("transcript", "embeddings")}
+                             "auto": Route("transcript", "labels")}

@@ -29,7 +29,7 @@ class Preset:
     gguf: SplitFile | None  # the GGUF file kept quantized (QuantEngine); None: SmolLM2, converted for transformers
     image_token: str
     audio_token: str
-    projectors: str | None  # file in assets/projectors trained for this decoder; None: none yet
+    projectors: str  # file in assets/projectors trained for this decoder (`launch.py train` writes it; absent: none yet)
     auto: Route = ROUTES["auto"]  # what "auto" does with this decoder: per medium, the path measured better
 
     @property
@@ -42,17 +42,18 @@ class Preset:
         return self.gguf.size / 1e9 if self.gguf is not None else 0.09
 
 
-# Qwen2.5-1.5B on assets/eval/photos.jsonl (38 cases, greedy, 48 tokens, one run): the label readout as
-# embeddings 61%, the tower's classes as text 76%; so auto sends photos as text for the Qwen decoders
-# (the readout's phrase was tuned on SmolLM2, which names 13/19 held-out photos with it vs 9/19).
-QWEN_AUTO = Route("transcript", "labels")
+# Photos in auto, measured per preset (greedy, 48 tokens, one run each; the photo's sentences of
+# fusion/photo_text.py as embeddings vs as text): Qwen2.5-1.5B photos.jsonl 79% vs 79%, "What is in this
+# picture?" 14/19 vs 15/19, photo_followups.jsonl 69% vs 72%; SmolLM2-135M 66% vs 79%, 11/19 vs 15/19,
+# 32% vs 45%. So every preset's auto sends photos as text (ROUTES["auto"]); speech is transcribed
+# (no Qwen audio projector yet; SmolLM2's reads human speech far worse than Whisper: model card).
 
 
 PRESETS: dict[str, Preset] = {
     "qwen-1.5b": Preset("qwen-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", QWEN_15B_GGUF, "<|image_pad|>",
-                        "<|video_pad|>", None, QWEN_AUTO),
+                        "<|video_pad|>", "qwen-1.5b.safetensors"),
     "qwen-0.5b": Preset("qwen-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", QWEN_05B_GGUF, "<|image_pad|>",
-                        "<|video_pad|>", None, QWEN_AUTO),
+                        "<|video_pad|>", "qwen-0.5b.safetensors"),
     "smollm-135m": Preset("smollm-135m", "SmolLM2-135M-Instruct", None, "<jupyter_code>", "<jupyter_output>",
                           "pocket.safetensors"),
 }

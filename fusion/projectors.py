@@ -131,31 +131,27 @@ def embedding_rms(embeddings, sample: int = 8192) -> float:
     return float(rows.float().pow(2).mean(-1).sqrt().median())
 
 
-class LabelTokenProjector(nn.Module):
-    """The vision tower's own ImageNet head, read out in the decoder's words.
+class TextReadout(nn.Module):
+    """What the encoders know about a photo, read out in the decoder's own words.
 
-    An image becomes the decoder's input embeddings of a short phrase naming the head's top class
-    (" a photo of a tabby cat"), and the people a face detector found in it (ImageNet has no class for
-    a person: " a photo of a person. There is also a jersey"). Nothing is learned: the phrases are tokenized on
-    first use and looked up in the decoder's embedding matrix, so the tokens are in the decoder's input
-    space by construction. Measured on the held-out photos, the phrase beats the bare name, the name
-    repeated, and a learned MLP or resampler on the patch features (which did not learn the
-    class-to-word mapping on the photos there are offline; see the model card)."""
+    An image becomes the decoder's input embeddings of fusion/photo_text.py's sentences about it: the
+    tower's top classes with their probabilities, where the main object is and its colours, the
+    background's, the people and hands found. Nothing is learned: the text is tokenized and looked up
+    in the decoder's embedding matrix, so the tokens are in the decoder's input space by construction.
+    Measured on the held-out photos, a phrase of this kind beats a learned MLP or resampler on the
+    patch features (which did not learn the class-to-word mapping on the photos there are offline; see
+    the model card)."""
 
-    def __init__(self, phrase_ids: Callable[[int, int], list[int]], embeddings: nn.Embedding):
+    def __init__(self, tokenize: Callable[[str], list[int]], embeddings: nn.Embedding):
         super().__init__()
-        self._phrase_ids = phrase_ids  # (class index, people: 0, 1 or 2 for more) -> token ids
-        self._phrases: dict[tuple[int, int], list[int]] = {}
+        self._tokenize = tokenize
         self._embeddings = [embeddings]  # borrowed from the decoder: a list keeps it from being registered
         # as a submodule, so it is neither saved with the projectors nor counted twice
 
-    def forward(self, logits: torch.Tensor, people: int = 0) -> torch.Tensor:
-        """(K,) class logits, faces found -> (n, D), n the length of the phrase."""
-        key = (int(logits.argmax()), min(people, 2))
-        if key not in self._phrases:
-            self._phrases[key] = self._phrase_ids(*key)
+    def forward(self, text: str) -> torch.Tensor:
+        """Text -> (n, D), n its token count."""
         embeddings = self._embeddings[0]  # an nn.Embedding, or a GGUF decoder's quantized table
-        return embeddings(torch.tensor(self._phrases[key], device=embedding_device(embeddings)))
+        return embeddings(torch.tensor(self._tokenize(text), device=embedding_device(embeddings)))
 
 
 class CTCReadout(nn.Module):
@@ -173,11 +169,23 @@ class CTCReadout(nn.Module):
         self.register_buffer("vocab", vocab.to(torch.int64))  # V token ids; class c > 0 is vocab[c - 1]
         self.blank = nn.Parameter(torch.zeros(embeddings.embedding_dim))
         self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
-        self._embeddings = [embeddings]  # borrowed (see LabelTokenProjector)
+        self._embeddings = [embeddings]  # borrowed (see TextReadout)
+
+    def rows(self) -> torch.Tensor:
+        """(V, D) the decoder's embeddings of the vocabulary. A table kept quantized (a GGUF decoder's, no
+        float weight) is dequantized once for these rows and kept; a float one is read each time."""
+        embeddings = self._embeddings[0]
+        if isinstance(getattr(embeddings, "weight", None), torch.Tensor):
+            return embeddings.weight[self.vocab]
+        cached = getattr(self, "_rows", None)
+        if cached is None or cached.shape[0] != self.vocab.shape[0]:
+            with torch.no_grad():
+                cached = self._rows = embeddings(self.vocab.cpu()).to(self.blank.device, self.blank.dtype)
+        return cached
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(n, D) projected tokens -> (n, 1 + V) class logits, class 0 the blank."""
-        table = torch.cat([self.blank[None], self._embeddings[0].weight[self.vocab]])
+        table = torch.cat([self.blank[None], self.rows()])
         return self.log_scale.exp() * F.normalize(x, dim=-1) @ F.normalize(table, dim=-1).T
 
     def token_ids(self, x: torch.Tensor) -> list[int]:

