@@ -35,7 +35,7 @@ from fusion.runtime.generate import SamplingConfig
 from fusion.runtime.serving import RuntimeConfig
 from fusion.weights.fetch import cache_dir
 
-from app.bench_timing import timed
+from app.bench_timing import read_bandwidth, timed
 
 
 def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int | None = None) -> dict:
@@ -55,7 +55,7 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
            "attention_backend": backend_for(dec.device),
            "decode_attention_backend": decode_backend(dec.device, engine.ops is not None),
            "engine_build_s": round(time.perf_counter() - start, 2), "engine_layouts": engine.layouts}
-    bandwidth = _read_bandwidth()
+    bandwidth = read_bandwidth()
     ids = torch.randint(100, 40000, (1, 24), generator=torch.Generator().manual_seed(0))
     per_token = engine.weight_bytes() + engine.cache_bytes(ids.shape[1] + new_tokens // 2)
     out.update(bandwidth_GBps=round(bandwidth / 1e9, 1), bytes_per_token_MB=round(per_token / 1e6, 1),
@@ -71,13 +71,6 @@ def bench_decode(new_tokens: int = 64, prefill_tokens: int = 512, threads: int |
     out.update(_compiled_vision_tower(model.vision_tower, load_photo("skimage:chelsea")))
     out["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
-
-
-def _read_bandwidth() -> float:
-    """The machine's read bandwidth in bytes/s: summing a buffer far larger than the caches, the best of 9
-    passes (on a shared host a mean would count other tenants' bursts against the limit)."""
-    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
-    return buf.numel() * 4 / min(timed(buf.sum, 9))
 
 
 def _greedy_decode(engine, emb: torch.Tensor, eos_ids, new_tokens: int) -> tuple[float, list[int]]:

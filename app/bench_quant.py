@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.bench_decode import _read_bandwidth
-from app.bench_timing import timed
+from app.bench_timing import read_bandwidth, timed
 from encoders.audio import SAMPLE_RATE
 from encoders.speech import speak
 from encoders.vision import load_photo
@@ -50,7 +49,7 @@ def bench_quant(model: Preset, llama_bench: str | None = None, threads: int | No
     gguf = Path(assistant.model.decoder.file.path)
     out = {"model": model.name, "threads": torch.get_num_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
            "load_s": round(time.perf_counter() - t0, 1), "weights_MB": round(engine.weight_bytes() / 1e6)}
-    bandwidth = _read_bandwidth()
+    bandwidth = read_bandwidth()
     per_token = engine.weight_bytes() + engine.cache_bytes(24 + new_tokens // 2)
     out.update(bandwidth_GBps=round(bandwidth / 1e9, 1), bytes_per_token_MB=round(per_token / 1e6, 1),
                bandwidth_limit_tok_s=round(bandwidth / per_token, 1))

@@ -21,3 +21,12 @@ def print_figures(figures: dict) -> None:
     width = max(map(len, figures))
     for k, v in figures.items():
         print(f"{k:<{width}}  {v}")
+
+
+def read_bandwidth() -> float:
+    """The machine's read bandwidth in bytes/s: summing a buffer far larger than the caches, the best of 9
+    passes (on a shared host a mean would count other tenants' bursts against the limit)."""
+    import torch  # lazy: the printing and timing above serve benchmarks that never load torch
+
+    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
+    return buf.numel() * 4 / min(timed(buf.sum, 9))

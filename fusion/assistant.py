@@ -30,7 +30,6 @@ from fusion.photo_text import photo_text
 from fusion.presets import Preset, preset
 from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
 from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
-from fusion.runtime.quant_engine import GGUFDecoder
 from fusion.runtime.serving import Runtime, RuntimeConfig
 from fusion.weights.default import ensure_default_weights
 
@@ -180,10 +179,7 @@ class Assistant:
     @property
     def context_length(self) -> int:
         """Tokens the decoder can attend over: prompt and answer together."""
-        trained = int(getattr(self.model.decoder.config, "max_position_embeddings", 2048))
-        if isinstance(self.model.decoder, GGUFDecoder):  # no transformers forward to take longer ones
-            return min(trained, self.runtime.config.max_len)
-        return trained
+        return self.runtime.context_length()
 
     def _check_length(self, prompt_tokens: int, new_tokens: int) -> None:
         if prompt_tokens + new_tokens > self.context_length:

@@ -66,6 +66,12 @@ class Runtime:
                 log.info("decode engine: transformers forward (%s)", err)
         return self._engine
 
+    def context_length(self) -> int:
+        """Tokens a conversation can hold, prompt and answer together: the decoder's trained context,
+        capped at the engine's cache for a GGUF decoder (it has no transformers forward to go past it)."""
+        trained = int(getattr(self.model.decoder.config, "max_position_embeddings", 2048))
+        return min(trained, self.config.max_len) if isinstance(self.model.decoder, GGUFDecoder) else trained
+
     def batcher(self) -> Batcher | None:
         """The continuous batcher over engine() (fusion.runtime.batching), or None without an engine.
         While it generates, its worker thread owns the engine's caches: use engine() directly only
