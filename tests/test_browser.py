@@ -170,6 +170,10 @@ def test_recorded_question_gets_a_spoken_answer(page):
 
 def _stream_camera(page, prefix):
     page.click(f"#{prefix}-cam button:has-text('Click to Access Webcam')")
+    # as a person does: press start once the preview shows the camera's picture (a press while the
+    # fake device is still opening is the suspected cause of one timeout in three full runs)
+    page.wait_for_function(f"() => {{ const v = document.querySelector('#{prefix}-cam video'); "
+                           f"return v && v.readyState >= 2 && v.videoWidth > 0; }}", timeout=30_000)
     page.click(f"#{prefix}-cam button:has-text('Start camera')", timeout=20_000)  # start streaming
 
 
