@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -165,13 +165,14 @@ class OmniModel(nn.Module):
         """The vision tower on one image: (patch features (1, N, Dv), ImageNet logits (1, C) or None)."""
         return self.vision_tower(self.vision_tower.pixels([image.pixels]))
 
-    def image_tokens(self, image: Image, outputs: VisionOutputs | None = None, facts: PhotoFacts | None = None
-                     ) -> torch.Tensor:
-        """One image (and its tower outputs and facts, when already computed) -> (n, D) decoder-space tokens."""
+    def image_tokens(self, image: Image, outputs: VisionOutputs | None = None,
+                     facts: Callable[[], PhotoFacts] | None = None) -> torch.Tensor:
+        """One image -> (n, D) decoder-space tokens. `outputs`: its tower outputs when already computed;
+        `facts`: where to get its PhotoFacts (a cache) when the text readout needs them."""
         outputs = outputs if outputs is not None else self.vision_outputs(image)
         readout = self.photo_readout()
         if readout is not None and outputs[1] is not None:
-            return readout(photo_text(facts or self.photo_facts(image, outputs)))
+            return readout(photo_text(facts() if facts is not None else self.photo_facts(image, outputs)))
         return self.vision_projector(outputs[0][0], self.vision_tower.grid)
 
     def photo_readout(self) -> TextReadout | None:

@@ -93,9 +93,7 @@ class Runtime:
         @torch.inference_mode()
         def compute() -> torch.Tensor:
             if isinstance(part, Image):
-                outputs = self.vision_outputs(part)
-                readout = self.model.photo_readout() is not None and outputs[1] is not None
-                return self.model.image_tokens(part, outputs, self.photo_facts(part) if readout else None)
+                return self.model.image_tokens(part, self.vision_outputs(part), lambda: self.photo_facts(part))
             return self.model.audio_tokens(part)
 
         return self.media_cache.get(part, compute, ("tokens", self.model.projectors_loaded))
