@@ -158,7 +158,8 @@ def cmd_train(args) -> int:
 
     train(args.modality, steps=args.steps, batch_size=args.batch_size, variants=args.variants, seed=args.seed,
           work=Path(args.work) if args.work else None, rebuild_data=args.rebuild_data, install=not args.no_install,
-          objective=args.objective, lr=args.lr, mentions=args.mentions, vocabulary_words=args.vocabulary_words)
+          objective=args.objective, lr=args.lr, mentions=args.mentions, vocabulary_words=args.vocabulary_words,
+          recipe_name=args.recipe)
     return 0
 
 
@@ -240,7 +241,10 @@ def _train_parser(sub) -> None:
                     help="audio (ctc): also the decoder's ids of this many frequent English words in the readout's "
                          "vocabulary (fortunes and manual pages; 0: the training transcripts' ids only)")
     tr.add_argument("--mentions", type=int, default=0,
-                    help="audio: also speak N sentences naming the questions' entities (data recipe r3; 0: r2)")
+                    help="audio: also speak N sentences naming the questions' entities")
+    tr.add_argument("--recipe", choices=["r3", "r4"], default="r4",
+                    help="audio data: r4 every English espeak-ng voice and variant and Festival's (the Qwen readouts'); "
+                         "r3 the 21 espeak voices of the SmolLM2 readout (r2 with --mentions 0)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
 

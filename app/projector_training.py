@@ -32,6 +32,7 @@ from fusion.presets import TINY_PRESET, preset
 from fusion.prompt import REPEAT_PROMPT, Audio, Image
 from fusion.runtime.generate import SamplingConfig
 from fusion.training.audio_dataset import build_audio_dataset
+from fusion.training.speech_data import RECIPES
 from fusion.training.loop import TrainConfig, plot_curve, train_projector
 from fusion.training.vision_data import build_vision_dataset
 from fusion.weights.fetch import cache_dir
@@ -46,19 +47,22 @@ def evaluation_sentences() -> set[str]:
 
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
           rebuild_data: bool, install: bool, objective: str | None = None, lr: float | None = None,
-          mentions: int = 0, vocabulary_words: int = 0) -> dict:
+          mentions: int = 0, vocabulary_words: int = 0, recipe_name: str = "r4") -> dict:
     """`objective` None: ctc for audio, distill for vision; `lr` None: 2e-3 for ctc, 1e-3 for distill."""
     objective = objective or ("ctc" if modality == "audio" else "distill")
     if objective == "ctc" and modality != "audio":
         raise InputError("the ctc objective reads transcripts: audio only (vision trains with distill)")
     chosen = preset()
     work = work or cache_dir() / "train" / (modality if chosen.name == TINY_PRESET else f"{chosen.name}-{modality}")
-    # the data recipe: "r2" templates + fortune sentences + human recordings; "r3" adds `mentions` sentences
-    # naming the templates' entities. A new recipe, a new folder
-    recipe = f"r3-m{mentions}" if mentions else "r2"
+    # the data recipe (fusion/training/speech_data.py: RECIPES). r4 is the default; r3 (`mentions` > 0)
+    # and r2 are the SmolLM2 readout's. The teacher answers the prompts for distill and for the older
+    # recipes (as they were built); ctc on r4 needs no teacher. A new recipe, a new folder
+    recipe = RECIPES[recipe_name]
+    answers = "all" if objective == "distill" or recipe_name != "r4" else "none"
+    data_name = f"r4-m{mentions}-{answers}" if recipe_name == "r4" else f"r3-m{mentions}" if mentions else "r2"
     hidden = OmniConfig().projector_hidden if modality == "audio" else OmniConfig().vision_hidden
-    data = work / f"data-{recipe}-seed{seed}-v{variants}"
-    run = work / f"run-{recipe}-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
+    data = work / f"data-{data_name}-seed{seed}-v{variants}"
+    run = work / f"run-{data_name}-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
     if lr:
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
@@ -68,7 +72,8 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         shutil.rmtree(data)
     if not (data / "meta.json").exists():
         if modality == "audio":
-            build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed, mentions=mentions)
+            build_audio_dataset(assistant.model, data, evaluation_sentences(), variants, seed, mentions=mentions,
+                                recipe=recipe, answers=answers)
         else:
             build_vision_dataset(assistant.model, data, seed=seed)
     data_s = time.perf_counter() - t0
@@ -135,13 +140,16 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
 
 
 def _spoken_qa(assistant, meta: list[dict], data: Path, answer) -> dict:
-    """Held-out spoken questions whose text answer holds the key: how many e2e and cascade answers hold it too."""
-    tok = assistant.model.tokenizer
+    """Held-out spoken questions whose typed answer (the same assistant asked the question's text) holds the
+    key: how many e2e and cascade answers hold it too."""
     qa = {"cases": 0, "e2e": 0, "cascade": 0}
+    typed: dict[str, str] = {}  # a question's two takes share its typed answer
     for m in meta:
-        if not m["answer_key"] or not m.get("answer_ids"):  # dictation and fortunes: the repeat task only
+        if not m["answer_key"]:  # dictation, fortunes, mentions: the repeat task only
             continue
-        if not contains_any(tok.decode(m["answer_ids"], skip_special_tokens=True), [m["answer_key"]]):
+        if m["text"] not in typed:
+            typed[m["text"]] = answer([m["text"]], "e2e")
+        if not contains_any(typed[m["text"]], [m["answer_key"]]):
             continue
         wave = load_audio(data / "heldout" / f"{m['key']}.wav")
         qa["cases"] += 1

@@ -248,3 +248,53 @@ def test_an_interrupted_data_build_resumes_to_the_same_data(tiny_omni, tmp_path,
     a, b = load_file(str(whole / "features.safetensors")), load_file(str(resumed / "features.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (resumed / "partial").exists()
+
+
+def test_recipe_r4_holds_whole_voices_out_and_uses_festival():
+    import fusion.training.speech_data as sd
+
+    r4 = sd.RECIPES["r4"]
+    held_bases, held_variants = {"en-gb-x-rp", "en-gb-x-gbcwmd"}, {"f3", "f4", "m5"}
+    assert all(v.split("+")[0] in held_bases or v.split("+")[1] in held_variants
+               for v in r4.held_out_voices if not v.startswith("festival:"))
+    for v in r4.train_voices:  # no held-out voice, nor a held-out variant on any voice
+        base, _, variant = v.partition("+")
+        assert base not in held_bases and variant not in held_variants, v
+    assert len(r4.train_voices) > 600 and not set(r4.festival_voices) & set(r4.held_out_voices)
+    rng = np.random.default_rng(0)
+    drawn = [r4.voice(i, 0, False, rng) for i in range(400)]
+    assert 30 < sum(v.startswith("festival:") for v in drawn) < 100 and len(set(drawn)) > 200
+    r3 = sd.RECIPES["r3"]  # the shipped SmolLM2 readout's data: the 21 voices in turn, unchanged
+    assert [r3.voice(i, 1, False, rng) for i in range(3)] == ["en-gb-scotland", "en-029", "en-gb-x-gbclan"]
+
+
+def test_festival_voices_speak_at_16k_with_rate_and_pitch():
+    from encoders.speech import speak
+
+    slow, fast = (speak("The train leaves at six.", "festival:kal_diphone", rate, 50) for rate in (120, 190))
+    assert fast.dtype == np.float32 and 0.05 < np.abs(fast).max() <= 1.0
+    assert len(slow) > 1.3 * len(fast)  # 16 kHz samples: the slower one is longer
+    low, high = (speak("Hello there.", "festival:ked_diphone", 150, p) for p in (25, 75))
+    assert abs(len(low) - len(high)) < 0.05 * len(low)  # pitch moves, the length stays
+
+
+def test_a_ctc_build_asks_no_teacher_and_keeps_whole_voices_apart(tiny_omni, tmp_path, monkeypatch):
+    """With a 1.5B teacher, answering every prompt would take an hour; CTC trains on transcripts (the
+    held-out measures ask the assistant the typed question when they run)."""
+    import fusion.training.audio_dataset as tr
+    import fusion.training.speech_data as sd
+
+    monkeypatch.setattr(sd, "prompts", lambda seed=0: [sd.Prompt("What is the capital of Chile?", "santiago", "question"),
+                                                       sd.Prompt("What is the capital of Peru?", "lima", "question"),
+                                                       sd.Prompt("Tell me a joke.", None, "chit-chat")])
+    monkeypatch.setattr(sd, "fortune_sentences", lambda n, seed=0: ["A penny saved is a penny earned."])
+    monkeypatch.setattr(sd, "human_recordings", lambda: [])
+    monkeypatch.setattr(tr, "teacher_answers", lambda *a, **k: pytest.fail("the teacher was asked"))
+    held_out = {"What is the capital of Peru?", "Tell me a joke."}
+    tr.build_audio_dataset(tiny_omni, tmp_path, held_out, variants=3, seed=1, log=lambda _: None,
+                           recipe=sd.RECIPES["r4"], answers="none")
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert len(meta) == 3 + 2 + 2 + 1 and not any(m["answer_ids"] for m in meta)
+    r4 = sd.RECIPES["r4"]
+    assert all(m["voice"] in r4.held_out_voices for m in meta if m["split"] == "heldout")
+    assert all(m["voice"] in r4.train_voices + r4.festival_voices for m in meta if m["split"] == "train")

@@ -49,16 +49,20 @@ def teacher_answers(model: OmniModel, texts: list[str], max_tokens: int = MAX_TA
     return out
 
 
-FORTUNE_SENTENCES = 2500  # extra sentences, spoken once each: vocabulary beyond the templates
-FORTUNES_ANSWERED = 600  # of those, how many also get the teacher's answer (generation costs ~1 s per prompt)
+FORTUNES_ANSWERED = 600  # distill: how many fortunes also get the teacher's answer (~1 s per prompt)
 BUILD_CHUNK = 250  # prompts spoken and encoded between saves: an interrupted build loses at most one chunk
 
 
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
-                        seed: int = 0, log=print, mentions: int = 0) -> dict:
-    """Speak every generated prompt in several voices and a few thousand fortune sentences (and `mentions`
-    sentences naming the prompts' entities) once, add the human recordings; cache Whisper features, the
-    teacher's answers and the transcripts.
+                        seed: int = 0, log=print, mentions: int = 0, recipe: speech_data.Recipe = speech_data.RECIPES["r3"],
+                        answers: str = "all") -> dict:
+    """Speak every generated prompt in several of the recipe's voices, its fortune sentences and `mentions`
+    sentences naming the prompts' entities once each, add the human recordings; cache Whisper features,
+    the teacher's answers and the transcripts.
+
+    answers "all": the teacher answers the prompts and FORTUNES_ANSWERED fortunes (the distillation
+    targets); "none": no teacher (CTC trains on transcripts), and the data depend on the decoder only
+    through its tokenizer.
 
     Resumable: the teacher's answers and every BUILD_CHUNK prompts' clips are saved in out_dir/partial as
     they are made, with the random generator's state, so a build run again after an interruption goes on
@@ -67,13 +71,13 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     rng = np.random.default_rng(seed)
     templates = speech_data.prompts(seed)
     items = templates + [speech_data.Prompt(t, None, "fortune")
-                         for t in speech_data.fortune_sentences(FORTUNE_SENTENCES, seed)]
+                         for t in speech_data.fortune_sentences(recipe.fortunes, seed)]
     items += [speech_data.Prompt(t, None, "mention") for t in speech_data.mention_sentences(mentions, seed)]
     partial = out_dir / "partial"
     partial.mkdir(parents=True, exist_ok=True)
-    answers = _cached_teacher_answers(model, [p.text for p in items[:len(templates) + FORTUNES_ANSWERED]],
-                                      partial / "answers.json", log)
-    answers += [None] * (len(items) - len(answers))
+    asked = range(min(len(items), len(templates) + FORTUNES_ANSWERED)) if answers == "all" else []
+    said = _cached_teacher_answers(model, [items[i].text for i in asked], partial / "answers.json", log) if asked else []
+    answers = dict(zip(asked, said))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     clips, meta, start = _resume_chunks(partial, rng)
     if start:
@@ -83,7 +87,7 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     for first in range(start, len(items), BUILD_CHUNK):
         first_clip = len(meta)
         for i in range(first, min(first + BUILD_CHUNK, len(items))):
-            _speak_prompt(i, items[i], answers[i], add, rng, evaluation_sentences, variants, eos)
+            _speak_prompt(i, items[i], answers.get(i), add, rng, evaluation_sentences, variants, eos, recipe)
             bar.update()
         _save_chunk(partial / f"chunk{first:06d}", meta[first_clip:], clips, min(first + BUILD_CHUNK, len(items)), rng)
     bar.close()
@@ -91,7 +95,7 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
         if speech_data.is_held_out_sentence(text, evaluation_sentences):
             continue  # one speaker, also in training: no held-out measure from these
         wave = load_audio(wav)
-        add(speech_data.augment(wave, rng) if rng.random() < 0.5 else wave, text, False, answer_key=None,
+        add(speech_data.augment(wave, rng, recipe.telephone) if rng.random() < 0.5 else wave, text, False, answer_key=None,
             kind="human", voice="asterisk", answer_ids=None)  # repeat task only
     save_file(clips, str(out_dir / "features.safetensors"))
     (out_dir / "meta.json").write_text(json.dumps(meta))
@@ -146,17 +150,16 @@ def _clip_adder(model: OmniModel, out_dir: Path, clips: dict, meta: list, eos: i
 
 
 def _speak_prompt(i: int, p: speech_data.Prompt, answer: list[int] | None, add: Callable, rng: np.random.Generator,
-                  evaluation_sentences: set[str], variants: int, eos: int) -> None:
+                  evaluation_sentences: set[str], variants: int, eos: int, recipe: speech_data.Recipe) -> None:
     """Prompt i spoken (1 take of a fortune or mention, 2 of a held-out prompt, else `variants`), each take
     but a held-out prompt's first augmented, and added."""
     held = speech_data.is_held_out_sentence(p.text, evaluation_sentences)
-    voices = speech_data.HELD_OUT_VOICES if held else speech_data.TRAIN_VOICES
     n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
     for v in range(n):
-        voice = voices[(i + v * 3) % len(voices)]
+        voice = recipe.voice(i, v, held, rng)
         wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))
         if not held or v:
-            wave = speech_data.augment(wave, rng)
+            wave = speech_data.augment(wave, rng, recipe.telephone)
         add(wave, p.text, held, answer_key=p.key, kind=p.kind, voice=voice,
             answer_ids=None if answer is None else answer + [eos])
 

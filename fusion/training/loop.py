@@ -103,8 +103,9 @@ def ctc_objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> Call
 
     def loss(rng: random.Random) -> torch.Tensor:
         batch = [rng.choice(meta) for _ in range(config.batch_size)]
-        logp = [readout.logits(model.audio_projector(feats[m["key"]].to(dev, torch.float32))).log_softmax(-1)
-                for m in batch]
+        tokens = [model.audio_projector(feats[m["key"]].to(dev, torch.float32)) for m in batch]
+        # one product with the (large, frozen) table for the whole batch, split back per clip
+        logp = readout.logits(torch.cat(tokens)).log_softmax(-1).split([len(t) for t in tokens])
         T = max(lp.shape[0] for lp in logp)
         targets = [[index[t] for t in m["transcript_ids"] if t != eos] for m in batch]
         return F.ctc_loss(torch.stack([F.pad(lp, (0, 0, 0, T - lp.shape[0])) for lp in logp], 1),  # T, B, C

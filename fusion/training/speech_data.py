@@ -41,10 +41,57 @@ WORDS = ["cat", "light", "tree", "day", "blue", "fun", "rain", "star", "book", "
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 
-TRAIN_VOICES = ["en", "en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-us-nyc",
-                "en+m1", "en+m3", "en+m7", "en+f1", "en+f2", "en+f4", "en-us+m2", "en-us+f2", "en-gb+m4",
-                "en-gb+f1", "en+klatt", "en-us+klatt2", "en+croak", "en+whisper"]
-HELD_OUT_VOICES = ["en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4"]  # eval voices included
+# espeak-ng's English voices and its voice variants (`espeak-ng --voices=en`, `--voices=variant`; the
+# us-mbrola and en-<language> voices need mbrola, which Debian does not ship)
+ESPEAK_ENGLISH = ["en", "en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-us-nyc",
+                  "en-gb-x-rp", "en-gb-x-gbcwmd"]
+ESPEAK_VARIANTS = (
+    "Alex Alicia Andrea Andy Annie AnxiousAndy Demonic Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee Marco "
+    "Mario Michael Mike Nguyen RicishayMax RicishayMax2 RicishayMax3 Storm Tweaky UniRobot adam anika "
+    "anikaRobot announcer antonio aunty belinda benjamin boris caleb croak david ed edward edward2 f1 f2 f3 f4 "
+    "f5 fast grandma grandpa gustave iven iven2 iven3 iven4 john kaukovalta klatt klatt2 klatt3 klatt4 klatt5 "
+    "klatt6 linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel miguel norbert pablo paul pedro quincy rob robert "
+    "robosoft robosoft2 robosoft3 robosoft4 robosoft5 robosoft6 robosoft7 robosoft8 sandro shelby steph steph2 "
+    "steph3 travis victor whisper whisperf zac").split() + ["Mr serious"]
+_HELD_OUT_BASES, _HELD_OUT_VARIANTS = {"en-gb-x-rp", "en-gb-x-gbcwmd"}, {"f3", "f4", "m5"}
+TRAIN_VOICES = [b + suffix for b in ESPEAK_ENGLISH if b not in _HELD_OUT_BASES
+                for suffix in [""] + [f"+{v}" for v in ESPEAK_VARIANTS if v not in _HELD_OUT_VARIANTS]]
+FESTIVAL_SHARE = 0.15  # of the training takes: Festival's voices are few but unlike espeak's
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the spoken training set is made of (a new recipe, a new data folder)."""
+    name: str
+    train_voices: tuple[str, ...]  # espeak-ng voices
+    held_out_voices: tuple[str, ...]
+    festival_voices: tuple[str, ...] = ()  # training takes use one FESTIVAL_SHARE of the time
+    fortunes: int = 2500  # fortune sentences spoken once each: vocabulary beyond the templates
+    telephone: bool = False  # telephone band among the augmentations
+
+    def voice(self, i: int, take: int, held: bool, rng: np.random.Generator) -> str:
+        """The voice of take `take` of prompt i."""
+        if held:
+            return self.held_out_voices[(i + take * 3) % len(self.held_out_voices)]
+        if not self.festival_voices:  # r3: the 21 voices in turn
+            return self.train_voices[(i + take * 3) % len(self.train_voices)]
+        if rng.random() < FESTIVAL_SHARE:
+            return self.festival_voices[int(rng.integers(len(self.festival_voices)))]
+        return self.train_voices[int(rng.integers(len(self.train_voices)))]
+
+
+RECIPES = {
+    # the SmolLM2 readout's (shipped): 21 espeak voices, 5 held out
+    "r3": Recipe("r3", ("en", "en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-us-nyc",
+                        "en+m1", "en+m3", "en+m7", "en+f1", "en+f2", "en+f4", "en-us+m2", "en-us+f2", "en-gb+m4",
+                        "en-gb+f1", "en+klatt", "en-us+klatt2", "en+croak", "en+whisper"),
+                 ("en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4")),
+    # every voice: 693 espeak combinations and two Festival voices in training; held out whole: two espeak
+    # voices in every variant, three variants on every voice, one Festival voice
+    "r4": Recipe("r4", tuple(TRAIN_VOICES),
+                 ("en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4", "festival:cmu_us_slt_arctic_hts"),
+                 ("festival:kal_diphone", "festival:ked_diphone"), fortunes=4500, telephone=True),
+}
 
 
 @dataclass
@@ -157,9 +204,14 @@ def is_held_out_sentence(text: str, evaluation_sentences: set[str]) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10 == 0  # 10% of sentences, stable
 
 
-def augment(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Level change, optional room reverb (exponential-decay noise impulse) and background noise."""
+def augment(wave: np.ndarray, rng: np.random.Generator, telephone: bool = False) -> np.ndarray:
+    """Level change, optional telephone band (300-3400 Hz, when asked), room reverb (exponential-decay noise impulse)
+    and background noise."""
     x = wave.astype(np.float32)
+    if telephone and rng.random() < 0.15:
+        spectrum = np.fft.rfft(x)
+        hz = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+        x = np.fft.irfft(spectrum * ((hz >= 300) & (hz <= 3400)), len(x)).astype(np.float32)
     if rng.random() < 0.4:
         n = int(SAMPLE_RATE * rng.uniform(0.05, 0.3))
         ir = rng.standard_normal(n).astype(np.float32) * np.exp(-np.linspace(0, rng.uniform(4, 9), n)).astype(np.float32)
