@@ -58,11 +58,35 @@ def user_content(text: str | None, image=None, audio=None) -> list:
 
 THUMBNAIL_SIDE = 320  # pixels: what the chat window shows of a photo
 MEDIA_DIR = Path(tempfile.gettempdir()) / "pocket-omni-chat"  # the chat window's copies (Gradio serves temp files)
+MEDIA_KEEP_S = 24 * 3600  # a copy older than a day goes (a chat window left open that long loses its players)
+MEDIA_KEEP_BYTES = 512 * 2**20  # and the oldest go while the copies hold more than this
+
+
+def prune_media(folder: Path = MEDIA_DIR, now: float | None = None) -> int:
+    """Delete the chat window's copies older than MEDIA_KEEP_S, then the oldest while they hold more than
+    MEDIA_KEEP_BYTES (a server that runs for weeks must not fill the disk). Returns how many went."""
+    now = time.time() if now is None else now
+    files = []
+    for f in folder.glob("*") if folder.is_dir() else []:
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # another worker pruned it
+            continue
+        files.append((st.st_mtime, st.st_size, f))
+    files.sort()
+    total, gone = sum(size for _, size, _ in files), 0
+    for mtime, size, f in files:
+        if now - mtime <= MEDIA_KEEP_S and total <= MEDIA_KEEP_BYTES:
+            break
+        f.unlink(missing_ok=True)
+        total, gone = total - size, gone + 1
+    return gone
 
 
 def describe(content: list) -> list[dict]:
     """A user turn as the chat window shows it: a thumbnail per photo, a player per recording, the text."""
     MEDIA_DIR.mkdir(exist_ok=True)
+    prune_media()
     shown = []
     for p in content:
         if isinstance(p, Image):

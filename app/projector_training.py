@@ -67,7 +67,7 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one (untested: none lent)
-    assistant = Assistant.load_default(device=device, projectors=None, untrained=True, model=chosen)
+    assistant = Assistant.load_default(device=device, projectors=None, untrained=True, model=chosen.name)
     if rebuild_data and data.exists():
         shutil.rmtree(data)
     if not (data / "meta.json").exists():

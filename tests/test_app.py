@@ -111,3 +111,19 @@ def test_read_aloud_speaks_the_answer():
     rate, samples = read_aloud("The capital of France is Paris.")
     assert rate == 16000 and samples.dtype == np.int16 and len(samples) > rate and np.abs(samples).max() > 1000
     assert read_aloud("   ") is None
+
+
+def test_the_chat_windows_media_copies_are_pruned_by_age_then_size(tmp_path, monkeypatch):
+    import os
+
+    import app.chat as chat
+
+    now = 1_000_000.0
+    for name, age_h, size in [("old.wav", 30, 10), ("a.jpg", 3, 400), ("b.jpg", 2, 400), ("c.wav", 1, 400)]:
+        f = tmp_path / name
+        f.write_bytes(b"x" * size)
+        os.utime(f, (now - age_h * 3600, now - age_h * 3600))
+    monkeypatch.setattr(chat, "MEDIA_KEEP_BYTES", 1000)
+    assert chat.prune_media(tmp_path, now) == 2  # the day-old copy, then the oldest while over 1,000 bytes
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["b.jpg", "c.wav"]
+    assert chat.prune_media(tmp_path, now) == 0 and chat.prune_media(tmp_path / "none", now) == 0
