@@ -91,7 +91,11 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
             bar.update()
         _save_chunk(partial / f"chunk{first:06d}", meta[first_clip:], clips, min(first + BUILD_CHUNK, len(items)), rng)
     bar.close()
-    for wav, text in tqdm(speech_data.human_recordings(), desc="human recordings", unit="clip"):
+    human = speech_data.human_recordings()
+    if not human:  # the only human voice in training: say so rather than train without it unnoticed
+        log(f"no human recordings: {speech_data.ASTERISK_TRANSCRIPTS} is missing (Debian's "
+            f"asterisk-core-sounds-en; setup.sh installs it)")
+    for wav, text in tqdm(human, desc="human recordings", unit="clip"):
         if speech_data.is_held_out_sentence(text, evaluation_sentences):
             continue  # one speaker, also in training: no held-out measure from these
         wave = load_audio(wav)
