@@ -172,24 +172,22 @@ class CTCReadout(nn.Module):
         self._embeddings = [embeddings]  # borrowed (see TextReadout)
 
     def rows(self) -> torch.Tensor:
-        """(V, D) the decoder's embeddings of the vocabulary. A table kept quantized (a GGUF decoder's, no
-        float weight) is dequantized once for these rows and kept; a float one is read each time."""
+        """(V, D) the decoder's embeddings of the vocabulary (a quantized table, a GGUF decoder's,
+        dequantizes these rows)."""
         embeddings = self._embeddings[0]
         if isinstance(getattr(embeddings, "weight", None), torch.Tensor):
             return embeddings.weight[self.vocab]
-        cached = getattr(self, "_rows", None)
-        if cached is None or cached.shape[0] != self.vocab.shape[0]:
-            with torch.no_grad():
-                cached = self._rows = embeddings(self.vocab.cpu()).to(self.blank.device, self.blank.dtype)
-        return cached
+        with torch.no_grad():
+            return embeddings(self.vocab.cpu())
 
     def _unit_rows(self) -> torch.Tensor:
-        """rows() normalised, without grad (the decoder's table is frozen), kept while the vocabulary, the
-        table, the device and the dtype stay: a Qwen vocabulary of 26,794 rows is 165 MB to gather and
-        normalise, which would otherwise be done for every clip."""
+        """rows() normalised, without grad (the decoder's table is frozen), the one copy kept while the
+        vocabulary, the table, the device and the dtype stay: a Qwen vocabulary of 28,074 rows is 172 MB to
+        gather (or dequantize) and normalise, which would otherwise be done for every clip."""
         weight = getattr(self._embeddings[0], "weight", None)
         key = (self.vocab.shape[0], id(weight), getattr(weight, "_version", None), self.blank.device, self.blank.dtype)
         if getattr(self, "_unit_key", None) != key:
+            self._unit = None  # the old copy goes before the new one is made
             with torch.no_grad():
                 self._unit = F.normalize(self.rows().to(self.blank.device, self.blank.dtype), dim=-1)
             self._unit_key = key
