@@ -39,9 +39,8 @@ def _hands(gestures: tuple[str, ...]) -> str:
 
 def photo_text(facts: PhotoFacts) -> str:
     """PhotoFacts -> short plain sentences, one fact each, so a question about one finds it stated:
-    "A photo of a tabby (38%; or a tiger cat 20%). The tabby is in the centre of the picture. The colours
-    of the main object (the tabby) are orange and brown. The background is white. It shows no people. No
-    hands are visible." """
+    "A photo of a tabby (38%; or a tiger cat 20%). The tabby is in the centre of the picture. Its colours
+    are orange and brown. The background is white. It shows no people. No hands are visible." """
     (name, p), *rest = facts.classes or (("thing", 0.0),)
     alternatives = ", ".join(f"{_a(n)} {q:.0%}" for n, q in rest if q >= ALTERNATIVE_AT_LEAST)
     seen = f"{_a(name)} ({p:.0%}" + (f"; or {alternatives}" if alternatives else "") + ")"
@@ -52,10 +51,7 @@ def photo_text(facts: PhotoFacts) -> str:
     if facts.where:
         out.append(f"The {name} is {_where(facts.where)} of the picture.")
     if facts.colours:
-        # named as the question names it: "Its colour is ..." was read as about the photo and answered
-        # with the object's name
-        out.append(f"The {'colours' if len(facts.colours) > 1 else 'colour'} of the main object (the {name}) "
-                   f"{'are' if len(facts.colours) > 1 else 'is'} {' and '.join(facts.colours)}.")
+        out.append(f"Its {'colours are' if len(facts.colours) > 1 else 'colour is'} {' and '.join(facts.colours)}.")
     if facts.background:
         out.append(f"The background is {' and '.join(facts.background)}.")
     if not facts.faces:

@@ -81,8 +81,7 @@ def test_the_words_hedge_the_class_and_say_what_is_missing():
                        ("white",), 0, ())
     said = photo_text(facts)
     assert said.startswith("A photo of a tabby (38%; or a tiger cat 20%). The tabby is in the centre of the "
-                           "picture. The colours of the main object (the tabby) are orange and brown. "
-                           "The background is white.")
+                           "picture. Its colours are orange and brown. The background is white.")
     assert "lynx" not in said  # under 5%: not named
     assert "no people" in said and "No hands are visible." in said
     assert "an astronaut" in photo_text(PhotoFacts((("astronaut", 0.5),), None, (), (), 0, ()))
