@@ -243,8 +243,8 @@ def _train_parser(sub) -> None:
     tr.add_argument("--mentions", type=int, default=0,
                     help="audio: also speak N sentences naming the questions' entities")
     tr.add_argument("--recipe", choices=["r3", "r4"], default="r4",
-                    help="audio data: r4 every English espeak-ng voice and variant and Festival's (the Qwen readouts'); "
-                         "r3 the 21 espeak voices of the SmolLM2 readout (r2 with --mentions 0)")
+                    help="audio data: r4 every English espeak-ng voice and variant and Festival's (the Qwen "
+                         "readouts'); r3 the 21 espeak voices of the SmolLM2 readout (r2 with --mentions 0)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
 

@@ -54,15 +54,14 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
         raise InputError("the ctc objective reads transcripts: audio only (vision trains with distill)")
     chosen = preset()
     work = work or cache_dir() / "train" / (modality if chosen.name == TINY_PRESET else f"{chosen.name}-{modality}")
-    # the data recipe (fusion/training/speech_data.py: RECIPES). r4 is the default; r3 (`mentions` > 0)
-    # and r2 are the SmolLM2 readout's. The teacher answers the prompts for distill and for the older
-    # recipes (as they were built); ctc on r4 needs no teacher. A new recipe, a new folder
+    # the data recipe (fusion/training/speech_data.py: RECIPES): r4 by default, r3 the SmolLM2 readout's
     recipe = RECIPES[recipe_name]
-    answers = "all" if objective == "distill" or recipe_name != "r4" else "none"
-    data_name = f"r4-m{mentions}-{answers}" if recipe_name == "r4" else f"r3-m{mentions}" if mentions else "r2"
+    answers = recipe.answers(objective)
+    data_name = recipe.folder(mentions, answers)
     hidden = OmniConfig().projector_hidden if modality == "audio" else OmniConfig().vision_hidden
     data = work / f"data-{data_name}-seed{seed}-v{variants}"
-    run = work / f"run-{data_name}-seed{seed}-s{steps}-b{batch_size}-h{hidden}" / ("" if objective == "distill" else objective)
+    run = (work / f"run-{data_name}-seed{seed}-s{steps}-b{batch_size}-h{hidden}"
+           / ("" if objective == "distill" else objective))
     if lr:
         run = run / f"lr{lr:g}"
     t0 = time.perf_counter()

@@ -266,6 +266,9 @@ def test_recipe_r4_holds_whole_voices_out_and_uses_festival():
     assert 30 < sum(v.startswith("festival:") for v in drawn) < 100 and len(set(drawn)) > 200
     r3 = sd.RECIPES["r3"]  # the shipped SmolLM2 readout's data: the 21 voices in turn, unchanged
     assert [r3.voice(i, 1, False, rng) for i in range(3)] == ["en-gb-scotland", "en-029", "en-gb-x-gbclan"]
+    # the folders the shipped readouts' data were built in, and who asks the teacher
+    assert (r3.folder(1500, r3.answers("ctc")), r3.folder(0, "all")) == ("r3-m1500", "r2")
+    assert (r4.answers("ctc"), r4.answers("distill"), r4.folder(1500, "none")) == ("none", "all", "r4-m1500-none")
 
 
 def test_festival_voices_speak_at_16k_with_rate_and_pitch():

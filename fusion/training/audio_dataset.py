@@ -54,8 +54,8 @@ BUILD_CHUNK = 250  # prompts spoken and encoded between saves: an interrupted bu
 
 
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
-                        seed: int = 0, log=print, mentions: int = 0, recipe: speech_data.Recipe = speech_data.RECIPES["r3"],
-                        answers: str = "all") -> dict:
+                        seed: int = 0, log=print, mentions: int = 0,
+                        recipe: speech_data.Recipe = speech_data.RECIPES["r3"], answers: str = "all") -> dict:
     """Speak every generated prompt in several of the recipe's voices, its fortune sentences and `mentions`
     sentences naming the prompts' entities once each, add the human recordings; cache Whisper features,
     the teacher's answers and the transcripts.
@@ -76,7 +76,8 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     partial = out_dir / "partial"
     partial.mkdir(parents=True, exist_ok=True)
     asked = range(min(len(items), len(templates) + FORTUNES_ANSWERED)) if answers == "all" else []
-    said = _cached_teacher_answers(model, [items[i].text for i in asked], partial / "answers.json", log) if asked else []
+    said = _cached_teacher_answers(model, [items[i].text for i in asked], partial / "answers.json", log) \
+        if asked else []  # no teacher at all for a CTC build
     answers = dict(zip(asked, said))
     eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     clips, meta, start = _resume_chunks(partial, rng)
@@ -99,8 +100,8 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
         if speech_data.is_held_out_sentence(text, evaluation_sentences):
             continue  # one speaker, also in training: no held-out measure from these
         wave = load_audio(wav)
-        add(speech_data.augment(wave, rng, recipe.telephone) if rng.random() < 0.5 else wave, text, False, answer_key=None,
-            kind="human", voice="asterisk", answer_ids=None)  # repeat task only
+        wave = speech_data.augment(wave, rng, recipe.telephone) if rng.random() < 0.5 else wave
+        add(wave, text, False, answer_key=None, kind="human", voice="asterisk", answer_ids=None)  # repeat task only
     save_file(clips, str(out_dir / "features.safetensors"))
     (out_dir / "meta.json").write_text(json.dumps(meta))
     shutil.rmtree(partial)

@@ -68,6 +68,17 @@ class Recipe:
     festival_voices: tuple[str, ...] = ()  # training takes use one FESTIVAL_SHARE of the time
     fortunes: int = 2500  # fortune sentences spoken once each: vocabulary beyond the templates
     telephone: bool = False  # telephone band among the augmentations
+    teacher_for_ctc: bool = True  # r3 was built with the teacher's answers whatever the objective
+
+    def answers(self, objective: str) -> str:
+        """What the teacher answers in a build for `objective`: "all" (distill needs targets) or "none"."""
+        return "all" if objective == "distill" or self.teacher_for_ctc else "none"
+
+    def folder(self, mentions: int, answers: str) -> str:
+        """The data folder's name: a new recipe (or teacher) a new folder; r3's names are those it was built in."""
+        if self.name == "r3":
+            return f"r3-m{mentions}" if mentions else "r2"
+        return f"{self.name}-m{mentions}-{answers}"
 
     def voice(self, i: int, take: int, held: bool, rng: np.random.Generator) -> str:
         """The voice of take `take` of prompt i."""
@@ -90,7 +101,8 @@ RECIPES = {
     # voices in every variant, three variants on every voice, one Festival voice
     "r4": Recipe("r4", tuple(TRAIN_VOICES),
                  ("en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4", "festival:cmu_us_slt_arctic_hts"),
-                 ("festival:kal_diphone", "festival:ked_diphone"), fortunes=4500, telephone=True),
+                 ("festival:kal_diphone", "festival:ked_diphone"), fortunes=4500, telephone=True,
+                 teacher_for_ctc=False),
 }
 
 
@@ -205,8 +217,8 @@ def is_held_out_sentence(text: str, evaluation_sentences: set[str]) -> bool:
 
 
 def augment(wave: np.ndarray, rng: np.random.Generator, telephone: bool = False) -> np.ndarray:
-    """Level change, optional telephone band (300-3400 Hz, when asked), room reverb (exponential-decay noise impulse)
-    and background noise."""
+    """Level change, optional telephone band (300-3400 Hz, when asked), room reverb (exponential-decay
+    noise impulse) and background noise."""
     x = wave.astype(np.float32)
     if telephone and rng.random() < 0.15:
         spectrum = np.fft.rfft(x)
