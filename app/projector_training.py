@@ -47,14 +47,14 @@ def evaluation_sentences() -> set[str]:
 
 def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, work: Path | None,
           rebuild_data: bool, install: bool, objective: str | None = None, lr: float | None = None,
-          mentions: int = 0, vocabulary_words: int = 0, recipe_name: str = "r4") -> dict:
+          mentions: int = 0, vocabulary_words: int = 0, recipe_name: str = "r5") -> dict:
     """`objective` None: ctc for audio, distill for vision; `lr` None: 2e-3 for ctc, 1e-3 for distill."""
     objective = objective or ("ctc" if modality == "audio" else "distill")
     if objective == "ctc" and modality != "audio":
         raise InputError("the ctc objective reads transcripts: audio only (vision trains with distill)")
     chosen = preset()
     work = work or cache_dir() / "train" / (modality if chosen.name == TINY_PRESET else f"{chosen.name}-{modality}")
-    # the data recipe (fusion/training/speech_data.py: RECIPES): r4 by default, r3 the SmolLM2 readout's
+    # the data recipe (fusion/training/speech_data.py: RECIPES): r5 by default, r3 the SmolLM2 readout's
     recipe = RECIPES[recipe_name]
     answers = recipe.answers(objective)
     data_name = recipe.folder(mentions, answers)
@@ -128,6 +128,7 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     ttft = _first_token_times(assistant, [data / "heldout" / f"{m['key']}.wav" for m in five])
     n_qa = max(qa["cases"], 1)
     has_readout = assistant.model.audio_readout is not None
+    everyday = _readout_errors(assistant, meta, data) if has_readout else {}
     return {
         "spoken_qa_cases": qa["cases"],
         "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
@@ -135,7 +136,24 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
            for path_name in ("e2e", "heard", "cascade", "whisper") if path_name != "heard" or has_readout},
         "ttft_s_e2e": statistics.median(ttft["e2e"]), "ttft_s_cascade": statistics.median(ttft["cascade"]),
         "ttft_clip_seconds": statistics.fmean(m["seconds"] for m in five),
+        **{f"readout_wer_everyday_{k}": v / max(everyday["words"], 1) for k, v in everyday.items()
+           if k in ("heard", "whisper")},
+        **({"readout_wer_everyday_clips": everyday["clips"]} if everyday else {}),
     }
+
+
+def _readout_errors(assistant, meta: list[dict], data: Path, limit: int = 100) -> dict:
+    """The readout's words (what the e2e decoder reads) and Whisper's transcript against the truth on up to
+    `limit` held-out clips of open-vocabulary text (WordNet's examples, generated everyday sentences): no
+    decoder pass, so many more clips than the repeat task's."""
+    out = dict.fromkeys(("heard", "whisper", "words", "clips"), 0)
+    for m in [m for m in meta if m["kind"] == "everyday"][:limit]:
+        wave = load_audio(data / "heldout" / f"{m['key']}.wav")
+        out["heard"] += word_errors(m["text"], assistant.model.audio_words(Audio(wave)) or "")[0]
+        out["whisper"] += word_errors(m["text"], assistant.transcribe(wave))[0]
+        out["words"] += len(normalize_text(m["text"]).split())
+        out["clips"] += 1
+    return out
 
 
 def _spoken_qa(assistant, meta: list[dict], data: Path, answer) -> dict:

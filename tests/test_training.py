@@ -301,3 +301,37 @@ def test_a_ctc_build_asks_no_teacher_and_keeps_whole_voices_apart(tiny_omni, tmp
     r4 = sd.RECIPES["r4"]
     assert all(m["voice"] in r4.held_out_voices for m in meta if m["split"] == "heldout")
     assert all(m["voice"] in r4.train_voices + r4.festival_voices for m in meta if m["split"] == "train")
+
+
+def test_everyday_text_spans_many_words_in_many_shapes():
+    """r5's open-vocabulary text: WordNet's examples chosen to cover the frequent words, and generated
+    sentences whose every frame is heard, with real words in the slots."""
+    import re
+
+    from fusion.training import everyday_text as et
+
+    assert [et.number_words(n) for n in (7, 40, 42, 342, 900)] == [
+        "seven", "forty", "forty two", "three hundred and forty two", "nine hundred"]
+    assert [et.plural(w, {"mouse": "mice"}) for w in ("mouse", "fox", "berry", "day", "cat")] == [
+        "mice", "foxes", "berries", "days", "cats"]
+    frequent = ["the", "cat", "milk", "dog", "bark", "snow"]
+    text = ["The cat drank milk.", "The cat sat.", "The cat ran.", "The cat hid.", "A dog may bark.", "The end."]
+    kept = et.covering(text, frequent, limit=10, per_word=2)
+    assert "The end." not in kept and "A dog may bark." in kept  # "the" alone was heard enough
+    assert sum("cat" in s for s in kept) <= 3  # kept while "cat" or "the" was still new
+    words = __import__("fusion.training.vocabulary", fromlist=["english_words"]).english_words(20000)
+    made = et.generated_sentences(600, words, seed=3)
+    assert made == et.generated_sentences(600, words, seed=3) and len(set(made)) == 600
+    assert len({s.split()[0] for s in made}) > 20 and not re.search(r"\ba [aeiou]", " ".join(made))
+    assert all(s[0].isupper() and s[-1] in ".?!" for s in made)
+    if et.WORDNET.is_dir():  # setup.sh installs wordnet-base and bsdgames
+        assert len(et.wordnet_examples()) > 20000 and len(et.quiz_capitals()) > 100
+        assert len({w for s in made for w in re.findall(r"[a-z]+", s.lower())}) > 600
+        assert sd_folder("r5") == "r5-m1000-none"
+
+
+def sd_folder(name: str) -> str:
+    import fusion.training.speech_data as sd
+
+    r = sd.RECIPES[name]
+    return r.folder(1000, r.answers("ctc"))

@@ -19,6 +19,8 @@ from encoders.audio import SAMPLE_RATE, load_audio
 from encoders.speech import speak
 from fusion.model import OmniModel
 from fusion.training import speech_data
+from fusion.training.everyday_text import everyday_sentences
+from fusion.training.vocabulary import english_words
 
 MAX_TARGET_TOKENS = 20
 
@@ -56,8 +58,8 @@ BUILD_CHUNK = 250  # prompts spoken and encoded between saves: an interrupted bu
 def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: set[str], variants: int = 8,
                         seed: int = 0, log=print, mentions: int = 0,
                         recipe: speech_data.Recipe = speech_data.RECIPES["r3"], answers: str = "all") -> dict:
-    """Speak every generated prompt in several of the recipe's voices, its fortune sentences and `mentions`
-    sentences naming the prompts' entities once each, add the human recordings; cache Whisper features,
+    """Speak every generated prompt in several of the recipe's voices, its fortune sentences, `mentions`
+    sentences naming the prompts' entities and its everyday sentences once each, add the human recordings; cache Whisper features,
     the teacher's answers and the transcripts.
 
     answers "all": the teacher answers the prompts and FORTUNES_ANSWERED fortunes (the distillation
@@ -73,6 +75,9 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
     items = templates + [speech_data.Prompt(t, None, "fortune")
                          for t in speech_data.fortune_sentences(recipe.fortunes, seed)]
     items += [speech_data.Prompt(t, None, "mention") for t in speech_data.mention_sentences(mentions, seed)]
+    if any(recipe.everyday):
+        items += [speech_data.Prompt(t, None, "everyday")
+                  for t in everyday_sentences(*recipe.everyday, english_words(20000), seed)]
     partial = out_dir / "partial"
     partial.mkdir(parents=True, exist_ok=True)
     asked = range(min(len(items), len(templates) + FORTUNES_ANSWERED)) if answers == "all" else []
@@ -156,10 +161,10 @@ def _clip_adder(model: OmniModel, out_dir: Path, clips: dict, meta: list, eos: i
 
 def _speak_prompt(i: int, p: speech_data.Prompt, answer: list[int] | None, add: Callable, rng: np.random.Generator,
                   evaluation_sentences: set[str], variants: int, eos: int, recipe: speech_data.Recipe) -> None:
-    """Prompt i spoken (1 take of a fortune or mention, 2 of a held-out prompt, else `variants`), each take
-    but a held-out prompt's first augmented, and added."""
+    """Prompt i spoken (1 take of a fortune, mention or everyday sentence, 2 of a held-out prompt, else
+    `variants`), each take but a held-out prompt's first augmented, and added."""
     held = speech_data.is_held_out_sentence(p.text, evaluation_sentences)
-    n = 1 if p.kind in ("fortune", "mention") else 2 if held else variants
+    n = 1 if p.kind in ("fortune", "mention", "everyday") else 2 if held else variants
     for v in range(n):
         voice = recipe.voice(i, v, held, rng)
         wave = speak(p.text, voice, int(rng.integers(120, 195)), int(rng.integers(25, 75)))

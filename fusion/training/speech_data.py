@@ -69,6 +69,7 @@ class Recipe:
     fortunes: int = 2500  # fortune sentences spoken once each: vocabulary beyond the templates
     telephone: bool = False  # telephone band among the augmentations
     teacher_for_ctc: bool = True  # r3 was built with the teacher's answers whatever the objective
+    everyday: tuple[int, int] = (0, 0)  # WordNet examples, generated sentences (fusion/training/everyday_text.py)
 
     def answers(self, objective: str) -> str:
         """What the teacher answers in a build for `objective`: "all" (distill needs targets) or "none"."""
@@ -103,6 +104,12 @@ RECIPES = {
                  ("en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4", "festival:cmu_us_slt_arctic_hts"),
                  ("festival:kal_diphone", "festival:ked_diphone"), fortunes=4500, telephone=True,
                  teacher_for_ctc=False),
+    # r4's voices, and open-vocabulary text: WordNet's examples and generated everyday sentences over its
+    # words, fewer fortunes; Asterisk's human prompts (as r4 had, when the package is installed)
+    "r5": Recipe("r5", tuple(TRAIN_VOICES),
+                 ("en-us+f3", "en-gb-x-rp", "en-gb-x-gbcwmd", "en+m5", "en-us+f4", "festival:cmu_us_slt_arctic_hts"),
+                 ("festival:kal_diphone", "festival:ked_diphone"), fortunes=2000, telephone=True,
+                 teacher_for_ctc=False, everyday=(2500, 2500)),
 }
 
 
