@@ -186,6 +186,10 @@ def cmd_bench(args) -> int:
         from app.bench_api import bench_api
 
         print_figures(bench_api())
+    elif args.what == "listen":
+        from app.bench_listen import bench_listen
+
+        print_figures(bench_listen())
     else:
         from app.bench import bench_gate, bench_hands, bench_live
 
@@ -252,7 +256,7 @@ def _train_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding, the safety gate)")
-    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate", "api"])
+    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate", "api", "listen"])
     be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
                                                           "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)

@@ -304,6 +304,11 @@ class SafeAssistant:
             words.append(self.inner.heard(clip, "cascade"))
         return " ".join(dict.fromkeys(words))
 
+    def listen(self, messages: list[dict], mode: str = "e2e", key: str = "") -> bool:
+        """The inner listen: it answers nothing, so there is nothing to gate; the gate reads the finished
+        recording when chat() answers it."""
+        return self.inner.listen(messages, mode, key)
+
     def chat(self, messages: list[dict], mode: str = "e2e", sampling=None, timings=None) -> Iterator[str]:
         """The inner chat, gated: a knowledge-base answer for turns about wild food, the decoder's
         answer through the AnswerGuard otherwise."""

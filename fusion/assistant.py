@@ -157,6 +157,27 @@ class Assistant:
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 
+    def listen(self, messages: list[dict], mode: Mode = "e2e", key: str = "") -> bool:
+        """While the last message's recording is still being made: do now, during the speech, what its
+        answer will need. The clip so far is heard (the readout's words, or Whisper's on the cascade
+        path) and the conversation with it prefilled into a cache slot, so chat() on the finished
+        recording computes only the positions after the words that did not change (prefix caching; the
+        tokens are those of a chat without it). `key` names the recording: a newer piece replaces an
+        older one still waiting. False when there is nothing to do yet (silence so far, no engine)."""
+        try:
+            validate_conversation(messages, mode)
+            route = self.route(mode)
+            self._check_audio_weights(messages, route)
+            with self.lock:
+                embeds = self.runtime.embed(self._as_text(messages, Timings(), route))
+                batcher = self.runtime.batcher()
+        except InputError:  # too little said yet to hear anything: the next piece may have more
+            return False
+        if batcher is None:
+            return False
+        batcher.warm(embeds, key)
+        return True
+
     def route(self, mode: Mode) -> Route:
         """How this mode hands each medium to this decoder ("auto" follows the preset's measurements)."""
         return self.preset.auto if mode == "auto" and self.preset is not None else ROUTES[mode]

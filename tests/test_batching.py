@@ -54,3 +54,54 @@ def test_a_reader_that_stops_frees_its_slot_and_eos_ends_a_conversation(tiny_dec
     assert list(batcher.generate(first, SamplingConfig(max_new_tokens=30))) == greedy[:greedy.index(greedy[5])]
     with pytest.raises(ValueError, match="exceed"):
         next(batcher.generate(first, SamplingConfig(max_new_tokens=100)))
+
+
+def _until(condition, seconds=20.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_warm_up_prefills_the_spoken_beginning_and_changes_no_token(tiny_decoder):
+    """Batcher.warm while a question is still being spoken: the answer to the finished question computes only
+    the positions after the shared beginning, and its tokens are those it gets without the warm-up."""
+    full = prompts(tiny_decoder, [14], seed=3)[0]
+    partial = torch.cat([full[:, :9], prompts(tiny_decoder, [3], seed=4)[0]], 1)  # 9 the same, then not
+    config = SamplingConfig(max_new_tokens=8)
+    with torch.inference_mode():
+        cold = list(generate_tokens(tiny_decoder, full, set(), config, StaticEngine(tiny_decoder, max_len=64)))
+    engine = StaticEngine(tiny_decoder, max_len=64, slots=2)
+    computed, forward = [], engine.forward
+    engine.forward = lambda x, slot=0: (computed.append(x.shape[1]), forward(x, slot))[1]
+    batcher = Batcher(engine, set())
+    batcher.warm(partial, "recording")
+    _until(lambda: batcher.warmed == 1)
+    assert list(batcher.generate(full, config)) == cold
+    assert computed == [12, 14 - 9]  # the warm-up's 12 positions, then the 5 after the shared 9
+    batcher.warm(prompts(tiny_decoder, [64])[0])  # longer than the cache: dropped, nothing raised
+    assert batcher.warmed == 1
+
+
+def test_a_newer_warm_up_of_the_same_recording_replaces_one_still_waiting(tiny_decoder):
+    engine = StaticEngine(tiny_decoder, max_len=64, slots=1)
+    release, prefill, seen = threading.Event(), engine.prefill, []
+
+    def slow_prefill(embeds, slot=0):
+        seen.append(embeds.shape[1])
+        release.wait(20)
+        return prefill(embeds, slot)
+
+    engine.prefill = slow_prefill
+    batcher = Batcher(engine, set())
+    pieces = prompts(tiny_decoder, [3, 5, 7, 9])
+    batcher.warm(pieces[0], "a")
+    _until(lambda: seen == [3])  # the worker is busy with the first piece
+    for p in pieces[1:3]:
+        batcher.warm(p, "a")
+    batcher.warm(pieces[3], "b")  # another recording's piece stays
+    release.set()
+    _until(lambda: batcher.warmed == 3)
+    assert seen == [3, 7, 9]

@@ -261,3 +261,26 @@ def test_auto_mode_transcribes_speech_and_tells_photos_as_text(assistant, tmp_pa
     answer = ask(assistant, [Image(skimage.data.chelsea()), "What is in this picture?"], "auto", 16, timings)
     assert any(n.startswith("saw: tabby") for n in timings.notes)  # the photo's sentences went in as text
     assert "cat" in answer.lower() or "tabby" in answer.lower()
+
+
+def test_listening_while_a_question_is_spoken_prefills_it_and_changes_no_word(assistant, tmp_path, monkeypatch):
+    """Assistant.listen on the recording so far (the Spoken tab's microphone pieces): the answer to the
+    finished recording is word for word the one without it, and its prefill computes only the positions
+    after what was heard and did not change."""
+    wave = load_audio(espeak("Which city is the capital of France?", tmp_path / "q.wav"))
+    engine, batcher = assistant.runtime.engine(), assistant.runtime.batcher()
+    computed, forward = [], engine.forward
+    monkeypatch.setattr(engine, "forward", lambda x, slot=0: (computed.append(x.shape[1]), forward(x, slot))[1])
+    for mode in ("e2e", "cascade"):
+        assistant.runtime.forget_conversations()
+        computed.clear()
+        cold = ask(assistant, [Audio(wave.copy())], mode, 12)
+        assistant.runtime.forget_conversations()
+        warmed = batcher.warmed
+        assert assistant.listen([{"role": "user", "content": [Audio(wave[: len(wave) * 3 // 4].copy())]}], mode, "q")
+        while batcher.warmed == warmed:
+            pass
+        computed.clear()
+        assert ask(assistant, [Audio(wave.copy())], mode, 12) == cold, mode
+        assert computed[0] < 10, (mode, computed)  # the question is ~15 positions; its beginning was heard
+    assert not assistant.listen([{"role": "user", "content": [Audio(np.zeros(8000, np.float32))]}], "e2e", "q")

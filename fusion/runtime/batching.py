@@ -38,6 +38,7 @@ class _Request:
     produced: int = 0
     last: int = -1
     cancelled: bool = False
+    warm: str | None = None  # a warm-up (Batcher.warm): prefilled, never decoded; its stream's key
 
 
 class Batcher:
@@ -50,6 +51,13 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self.steps = 0  # decode_batch calls, and the rows they carried (for tests and benchmarks)
         self.rows = 0
+        self.warmed = 0  # warm-ups prefilled
+        self._busy = False  # the worker is prefilling or decoding outside the lock
+
+    def idle(self) -> bool:
+        """Nothing waiting or generating: the engine may be used directly (benchmarks, tests)."""
+        with self._wake:
+            return not self._pending and not self._active and not self._busy
 
     def fits(self, prompt_len: int, config: SamplingConfig) -> bool:
         return prompt_len + config.max_new_tokens <= self.engine.max_len
@@ -60,12 +68,7 @@ class Batcher:
             raise ValueError(f"{embeds.shape[1]} + {config.max_new_tokens} tokens exceed the cache ({self.engine.max_len})")
         generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         request = _Request(embeds.detach(), config, generator)
-        with self._wake:
-            self._pending.append(request)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="pocket-omni-decode", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._submit(request)
         try:
             while True:
                 item = request.out.get()
@@ -77,10 +80,34 @@ class Batcher:
         finally:
             request.cancelled = True  # read no further: the worker frees the slot
 
+    def warm(self, embeds: torch.Tensor, key: str = "") -> None:
+        """Prefill (1, L, D) embeddings into a free slot without generating, and return at once: the
+        beginning of a prompt still being spoken. The request that follows with the same beginning finds
+        those positions in the cache (prefix caching) and computes only the rest. A newer warm-up with the
+        same `key` (the next piece of the same recording) replaces one still waiting; one that does not
+        fit the cache is dropped."""
+        if embeds.shape[1] >= self.engine.max_len:
+            return
+        self._submit(_Request(embeds.detach(), SamplingConfig(max_new_tokens=1), None, warm=key))
+
+    def _submit(self, request: _Request) -> None:
+        """Queue a request for the worker (started if it is not running); a warm-up replaces a waiting
+        warm-up of the same key."""
+        with self._wake:
+            if request.warm is not None:
+                for stale in [r for r in self._pending if r.warm == request.warm]:
+                    self._pending.remove(stale)
+            self._pending.append(request)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pocket-omni-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
     # -- the worker ------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._wake:
+                self._busy = False
                 while not self._pending and not self._active:
                     self._wake.wait()
                 admit = []
@@ -92,11 +119,15 @@ class Batcher:
                     slot = max(free, key=lambda s: self.engine.reusable(request.embeds, s))
                     free.remove(slot)
                     admit.append((slot, request))
+                self._busy = bool(admit or self._active)
             for slot, request in admit:
                 if request.cancelled:
                     continue
                 try:
-                    self._emit(slot, request, self.engine.prefill(request.embeds, slot))
+                    logits = self.engine.prefill(request.embeds, slot)
+                    if request.warm is None:
+                        self._emit(slot, request, logits)
+                    self.warmed += request.warm is not None
                 except Exception as err:  # a bad request fails alone
                     request.out.put(err)
             for slot in [s for s, r in self._active.items() if r.cancelled]:

@@ -6,6 +6,7 @@ itself holds no serving state.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -80,6 +81,20 @@ class Runtime:
         if engine is not None and self._batcher is None:
             self._batcher = Batcher(engine, self.model.eos_ids)
         return self._batcher
+
+    def forget_conversations(self) -> None:
+        """Every cache slot keeps only the system prompt and the user turn's start, as a server that has
+        answered other questions holds (benchmarks and tests: no trial reuses another's words). Waits for
+        the batcher to be idle."""
+        batcher, engine = self.batcher(), self.engine()
+        if engine is None:
+            return
+        while not batcher.idle():
+            time.sleep(0.01)
+        start = self.embed([{"role": "user", "content": ""}])
+        for slot in range(engine.slots):
+            engine.reset(slot)
+            engine.prefill(start, slot)
 
     def vision_outputs(self, image: Image) -> VisionOutputs:
         return self.media_cache.get(image, lambda: self.model.vision_outputs(image), "tower")
