@@ -1,4 +1,5 @@
-"""An OpenAI-compatible HTTP API: POST /v1/chat/completions, GET /v1/models.
+"""An OpenAI-compatible HTTP API: POST /v1/chat/completions, GET /v1/models (and POST /v1/pocket/run,
+/v1/pocket/listen: our own).
 
 The `model` field picks the path: "pocket-e2e" (media embeddings into the decoder) or
 "pocket-cascade" (Whisper transcript and ImageNet labels as text). Content parts: "text",
@@ -131,7 +132,28 @@ def create_app(holder, config: ApiConfig | None = None) -> FastAPI:
     app.get("/v1/models")(models)
     app.post("/v1/pocket/run")(_pocket_run(holder, config))
     app.post("/v1/chat/completions")(_chat_completions(holder, config))
+    app.post("/v1/pocket/listen")(_listen(holder, config))
     return app
+
+
+def _listen(holder, config: ApiConfig):
+    """POST /v1/pocket/listen: a chat-completions body whose last message holds the recording so far, and
+    "recording" (any name for it), sent while the person still speaks (the Spoken tab does, every half
+    second). Nothing is answered: the server hears the clip and prefills the conversation
+    (Assistant.listen), so the answer to the finished recording comes sooner. {"listening": false}
+    when there was nothing to do (the model still loading, silence so far)."""
+    async def listen(request: Request):
+        try:
+            body = await _read_json(request, config)
+            req = await asyncio.to_thread(parse_chat_request, body, config)
+        except ApiError as err:
+            return error_response(err)
+        if holder.state() != "ready":
+            return {"listening": False}
+        key = str(body.get("recording", ""))  # parse_chat_request checked that the body is an object
+        return {"listening": await asyncio.to_thread(holder.get().listen, req.messages, req.mode, key)}
+
+    return listen
 
 
 async def models():
@@ -189,12 +211,16 @@ def _pocket_run(holder, config: ApiConfig):
     return pocket_run
 
 
-async def _read_chat_request(request: Request, config: ApiConfig) -> ChatRequest:
+async def _read_json(request: Request, config: ApiConfig):
     raw = await read_body(request, config.max_body_bytes)
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+
+
+async def _read_chat_request(request: Request, config: ApiConfig) -> ChatRequest:
+    body = await _read_json(request, config)
     return await asyncio.to_thread(parse_chat_request, body, config)  # decoding media is CPU work
 
 

@@ -22,6 +22,12 @@ class ScriptedAssistant:
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.listened = []  # (mode, recording, seconds of the clip) of each listen()
+
+    def listen(self, messages, mode="e2e", key=""):
+        clip = messages[-1]["content"][-1]
+        self.listened.append((mode, key, len(clip.wave) / 16000))
+        return True
 
     def heard(self, clip, mode):  # what the safety gate reads of a clip
         return "a tone"
@@ -48,9 +54,14 @@ class ScriptedAssistant:
 
 
 @pytest.fixture(scope="module")
-def server():
+def holder():
     holder = ModelHolder(ScriptedAssistant)
     holder.wait(5)
+    return holder
+
+
+@pytest.fixture(scope="module")
+def server(holder):
     with live_server(create_app(holder, ApiConfig(max_body_bytes=2_000_000, api_key=None))) as url:
         yield url
 
@@ -174,3 +185,16 @@ def test_an_api_key_is_required_when_configured():
     client = TestClient(create_app(holder, ApiConfig(api_key="sekrit")))
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/models", headers={"Authorization": "Bearer sekrit"}).status_code == 200
+
+
+def test_listen_hands_the_recording_so_far_to_the_assistant_and_answers_nothing(server, holder):
+    """POST /v1/pocket/listen (the Spoken tab sends the recording so far every half second)."""
+    body = {"model": "pocket-e2e", "recording": "r1",
+            "messages": [{"role": "user", "content": [{"type": "input_audio",
+                                                       "input_audio": {"data": wav_b64(1.5), "format": "wav"}}]}]}
+    r = httpx.post(server + "/v1/pocket/listen", json=body, timeout=30)
+    assert r.status_code == 200 and r.json() == {"listening": True}
+    assert holder.get().inner.listened[-1] == ("e2e", "r1", 1.5)
+    bad = httpx.post(server + "/v1/pocket/listen", json={**body, "model": "gpt-4"}, timeout=30)
+    assert bad.status_code == 404 and bad.json()["error"]["param"] == "model"  # as chat completions says
+    assert httpx.post(server + "/v1/pocket/listen", content=b"{", timeout=30).json()["error"]["code"] == "invalid_json"
