@@ -117,13 +117,8 @@ class StaticEngine:
         cfg = decoder.config
         if cfg.model_type not in ("llama", "mistral", "qwen2") or getattr(cfg, "attention_bias", False):
             raise ValueError(f"StaticEngine handles bias-free Llama-style decoders, not {cfg.model_type}")
-        self.config = cfg
         dtype = dtype or decoder.dtype
-        self.dtype, self.device = dtype, decoder.device
-        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
-        self.eps = cfg.rms_norm_eps
-        self.max_len = max_len
+        self._shape(cfg, dtype, decoder.device, max_len)
         m = decoder.model
         w = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
         self.layers = [_Layer(w(layer.input_layernorm.weight),
@@ -147,6 +142,15 @@ class StaticEngine:
         pos = torch.arange(max_len, device=self.device)[None]
         cos, sin = m.rotary_emb(torch.zeros(1, device=self.device, dtype=torch.float32), pos)
         self._allocate(cos[0], sin[0], slots, cfg.hidden_size)
+
+    def _shape(self, cfg, dtype: torch.dtype, device: torch.device, max_len: int) -> None:
+        """The decoder's shapes (a transformers config, or a GGUF file's DecoderConfig) and the cache's."""
+        self.config = cfg
+        self.dtype, self.device = dtype, device
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        self.max_len = max_len
 
     def _allocate(self, cos: torch.Tensor, sin: torch.Tensor, slots: int, hidden: int) -> None:
         """The rotary tables ((max_len, head_dim) each) and the caches: self.max_len, heads, kv_heads,

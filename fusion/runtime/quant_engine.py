@@ -141,11 +141,7 @@ class QuantEngine(StaticEngine):
 
     def __init__(self, decoder: GGUFDecoder, max_len: int = 2048, slots: int = 1):
         cfg = decoder.config
-        self.config = cfg
-        self.dtype, self.device = torch.float32, torch.device("cpu")
-        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.eps = cfg.rms_norm_eps
-        self.max_len = max_len
+        self._shape(cfg, torch.float32, torch.device("cpu"), max_len)
         self.ops = cpu_ops.load()
         t = decoder.file.tensors
         f32 = lambda name: torch.from_numpy(t[name].data.view("<f4")).reshape(t[name].shape)  # noqa: E731
