@@ -33,7 +33,7 @@ from fusion.photo_text import photo_text
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, TextReadout, embedding_rms,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
-from fusion.runtime.quant_engine import GGUFDecoder
+from fusion.gguf_decoder import GGUFDecoder
 
 log = logging.getLogger(__name__)
 # SmolLM2's vocabulary keeps StarCoder's special tokens; two it never emits in chat stand in for media.

@@ -31,7 +31,8 @@ PROMPTS = ["What is the capital of Italy?", "How many legs does a spider have?",
 
 @pytest.fixture(scope="module")
 def qwen05():
-    from fusion.runtime.quant_engine import GGUFDecoder, QuantEngine
+    from fusion.gguf_decoder import GGUFDecoder
+    from fusion.runtime.quant_engine import QuantEngine
     from fusion.weights.default import ensure_default_weights
     from transformers import AutoTokenizer
 

@@ -15,10 +15,11 @@ import torch
 from encoders.scene import PhotoFacts
 from fusion.cache import ObjectCache
 from fusion.model import OmniModel, VisionOutputs
+from fusion.gguf_decoder import GGUFDecoder
 from fusion.prompt import Image, media_parts
 from fusion.runtime.batching import Batcher
 from fusion.runtime.engine import StaticEngine
-from fusion.runtime.quant_engine import GGUFDecoder, QuantEngine
+from fusion.runtime.quant_engine import QuantEngine
 
 log = logging.getLogger(__name__)
 MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs and its tokens are one each
