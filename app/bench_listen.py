@@ -8,7 +8,7 @@ question is played in real time: a thread hands the pieces to listen() on the cl
 would (the newest piece when the last is still being heard), and the answer is asked for when the
 speech ends. The time counts what is still running then.
 
-The questions: five of 4-6 s, spoken by espeak-ng voices no readout was trained on. Before every trial the
+The questions: five of 4.3-5.8 s, spoken by espeak-ng voices no readout was trained on. Before every trial the
 decode engine's slots forget the earlier trials and hold only the system prompt (as a server that has
 answered other questions), so no trial reuses another's words.
 """
@@ -69,7 +69,7 @@ def first_piece_after_speech(bot, wave: np.ndarray, mode: str, listening: bool, 
 def bench_listen(rounds: int = 2, gate: bool = True) -> dict:
     raw = Assistant.load_default()
     bots = {"": raw, **({"gate_": guard(raw)} if gate else {})}
-    clips = [speak(text, voice, 150, 50) for text, voice in QUESTIONS]
+    clips = [speak(text, voice, 130, 50) for text, voice in QUESTIONS]  # 4.3-5.8 s, 4.8 s on average
     out: dict = {"clip_seconds": round(statistics.fmean(len(c) / SAMPLE_RATE for c in clips), 2),
                  "preset": raw.preset.name if raw.preset else "custom"}
     for mode in ("e2e", "cascade"):  # warm: kernels, towers, the engine
