@@ -246,10 +246,11 @@ def _train_parser(sub) -> None:
                          "vocabulary (fortunes and manual pages; 0: the training transcripts' ids only)")
     tr.add_argument("--mentions", type=int, default=0,
                     help="audio: also speak N sentences naming the questions' entities")
-    tr.add_argument("--recipe", choices=["r3", "r4", "r5"], default="r5",
-                    help="audio data: r5 r4's voices and open-vocabulary text (WordNet's examples, generated "
-                         "everyday sentences; the Qwen readouts'); r4 every English espeak-ng voice and variant and "
-                         "Festival's; r3 the 21 espeak voices of the SmolLM2 readout (r2 with --mentions 0)")
+    tr.add_argument("--recipe", choices=["r3", "r4", "r5"], default="r4",
+                    help="audio data: r4 every English espeak-ng voice and variant and Festival's (the shipped Qwen "
+                         "readout's); r5 r4's voices with open-vocabulary text (WordNet's examples, generated "
+                         "everyday sentences; worse at the same budget, see the model card); r3 the 21 espeak "
+                         "voices of the SmolLM2 readout (r2 with --mentions 0)")
     tr.add_argument("--rebuild-data", action="store_true")
     tr.add_argument("--no-install", action="store_true", help="do not copy the weights into assets/projectors")
 
