@@ -7,8 +7,6 @@ reaches Gradio; per-browser-session state lives in gr.State, the model is shared
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from PIL import UnidentifiedImageError
@@ -83,10 +81,6 @@ CAMERA_BUTTON_JS = """() => {
 }"""
 
 
-# the Spoken tab's microphone, also sent while it records (POST /v1/pocket/listen): see app/listen.js
-LISTEN_JS = (Path(__file__).resolve().parent / "listen.js").read_text()
-
-
 def build(holder: ModelHolder) -> gr.Blocks:
     with gr.Blocks(title="pocket-omni") as demo:
         gr.Markdown("# pocket-omni\nA local camera-and-microphone assistant. "
@@ -106,7 +100,6 @@ def build(holder: ModelHolder) -> gr.Blocks:
                 _spoken_tab(holder)
         demo.load(lambda: _loading_text(holder), None, loading, api_name="model_status")
         demo.load(None, None, None, js=CAMERA_BUTTON_JS)
-        demo.load(None, None, None, js=LISTEN_JS)
         gr.Timer(2.0).tick(lambda: _loading_text(holder), None, loading, api_visibility="private")
     return demo
 

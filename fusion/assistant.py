@@ -40,6 +40,9 @@ HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
+LISTEN_HOLD_BACK = 8  # positions listen() does not prefill: the turn's end (ChatML: 5) and the last words
+
+
 class Assistant:
     def __init__(self, model: OmniModel, transcriber: WhisperTranscriber, runtime: RuntimeConfig | None = None):
         self.model = model
@@ -162,7 +165,9 @@ class Assistant:
         answer will need. The clip so far is heard (the readout's words, or Whisper's on the cascade
         path) and the conversation with it prefilled into a cache slot, so chat() on the finished
         recording computes only the positions after the words that did not change (prefix caching; the
-        tokens are those of a chat without it). `key` names the recording: a newer piece replaces an
+        tokens are those of a chat without it). The last LISTEN_HOLD_BACK positions are left out: each
+        piece then adds only the words it newly made certain, instead of recomputing the turn's end and
+        its last words every half second on a CPU the speech's hearing also needs. `key` names the recording: a newer piece replaces an
         older one still waiting. False when there is nothing to do yet (silence so far, no engine)."""
         try:
             validate_conversation(messages, mode)
@@ -173,9 +178,9 @@ class Assistant:
                 batcher = self.runtime.batcher()
         except InputError:  # too little said yet to hear anything: the next piece may have more
             return False
-        if batcher is None:
+        if batcher is None or embeds.shape[1] <= LISTEN_HOLD_BACK + 1:
             return False
-        batcher.warm(embeds, key)
+        batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key)
         return True
 
     def route(self, mode: Mode) -> Route:

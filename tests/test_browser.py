@@ -163,9 +163,6 @@ def test_chat_tab_answers_a_drawn_mushroom_from_the_knowledge_base_whatever_the_
 
 
 def test_recorded_question_gets_a_spoken_answer(page):
-    """...and while it records, the page sends the recording so far to be heard (app/listen.js)."""
-    listened = []
-    page.on("response", lambda r: listened.append(r) if r.url.endswith("/v1/pocket/listen") else None)
     tab(page, "Spoken question")
     page.get_by_label("cascade").check()
     page.click("#spoken-audio button:has-text('Record')")
@@ -177,8 +174,6 @@ def test_recorded_question_gets_a_spoken_answer(page):
     answer = page.inner_text("#spoken-answer")
     assert "Paris" in answer, answer
     shot(page, "spoken")
-    assert len(listened) >= 3 and all(r.status == 200 for r in listened), listened  # every 0.5 s of 3.5
-    assert any(r.json()["listening"] for r in listened)
 
 
 def _stream_camera(page, prefix):

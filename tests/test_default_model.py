@@ -275,6 +275,7 @@ def test_listening_while_a_question_is_spoken_prefills_it_and_changes_no_word(as
         assistant.runtime.forget_conversations()
         computed.clear()
         cold = ask(assistant, [Audio(wave.copy())], mode, 12)
+        cold_positions = computed[0]
         assistant.runtime.forget_conversations()
         warmed = batcher.warmed
         assert assistant.listen([{"role": "user", "content": [Audio(wave[: len(wave) * 3 // 4].copy())]}], mode, "q")
@@ -282,5 +283,5 @@ def test_listening_while_a_question_is_spoken_prefills_it_and_changes_no_word(as
             pass
         computed.clear()
         assert ask(assistant, [Audio(wave.copy())], mode, 12) == cold, mode
-        assert computed[0] < 10, (mode, computed)  # the question is ~15 positions; its beginning was heard
+        assert computed[0] < cold_positions, (mode, computed, cold_positions)  # its beginning was heard
     assert not assistant.listen([{"role": "user", "content": [Audio(np.zeros(8000, np.float32))]}], "e2e", "q")
