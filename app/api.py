@@ -137,10 +137,10 @@ def create_app(holder, config: ApiConfig | None = None) -> FastAPI:
 
 
 def _listen(holder, config: ApiConfig):
-    """POST /v1/pocket/listen: a chat-completions body whose last message holds the recording so far, and
-    "recording" (any name for it), sent while the person still speaks (the Spoken tab does, every half
-    second). Nothing is answered: the server hears the clip and prefills the conversation
-    (Assistant.listen), so the answer to the finished recording comes sooner. {"listening": false}
+    """POST /v1/pocket/listen (experimental; the page does not send it: README, "Listening"): a
+    chat-completions body whose last message holds the recording so far, and "recording" (any name for
+    it), sent while the person still speaks. Nothing is answered: the server hears the clip and prefills
+    the conversation (Assistant.listen), so the answer to the finished recording can come sooner. {"listening": false}
     when there was nothing to do (the model still loading, silence so far)."""
     async def listen(request: Request):
         try:

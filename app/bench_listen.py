@@ -1,8 +1,9 @@
 """`launch.py bench listen`: seconds from the end of a spoken question to the first piece of its answer,
 e2e beside the cascade, with and without listening, and through the safety gate.
 
-Listening is what the Spoken tab does while the microphone records: every LISTEN_EVERY seconds the
-recording so far goes to Assistant.listen, which hears it (the readout's words, or Whisper's) and prefills
+Listening is what a client of POST /v1/pocket/listen does while the microphone records (the page does
+not: on this CPU it measured slower, README "Listening"): every LISTEN_EVERY seconds the recording so far
+goes to Assistant.listen, which hears it (the readout's words, or Whisper's) and prefills
 the conversation with it, so the answer to the finished recording computes only what changed. Here each
 question is played in real time: a thread hands the pieces to listen() on the clock, as the microphone
 would (the newest piece when the last is still being heard), and the answer is asked for when the
@@ -28,7 +29,7 @@ from fusion.assistant import Assistant
 from fusion.prompt import Audio
 from fusion.runtime.generate import SamplingConfig
 
-LISTEN_EVERY = 0.5  # seconds between the microphone stream's pieces (app/ui.py's Spoken tab)
+LISTEN_EVERY = 0.5  # seconds between the pieces of the recording sent while it is made
 QUESTIONS = [  # (text, held-out voice of the r4/r5 readouts)
     ("Could you please tell me which city is the capital of France?", "en-gb-x-rp"),
     ("I was wondering how many legs a spider has. Do you know?", "en-us+f3"),
@@ -62,7 +63,8 @@ def first_piece_after_speech(bot, wave: np.ndarray, mode: str, listening: bool, 
     next(pieces, None)
     took = time.perf_counter() - t0
     pieces.close()
-    finished.wait(30) if listening else None
+    if listening:
+        finished.wait(30)  # the last piece heard before the next trial starts
     return took
 
 

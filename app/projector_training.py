@@ -130,7 +130,6 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
     n_qa = max(qa["cases"], 1)
     has_readout = assistant.model.audio_readout is not None
     everyday = _readout_errors(assistant, meta, data) if has_readout else {}
-    everyday = everyday if everyday.get("clips") else {}  # a recipe without everyday sentences (r3, r4)
     return {
         "spoken_qa_cases": qa["cases"],
         "spoken_qa_same_key_e2e": qa["e2e"] / n_qa, "spoken_qa_same_key_cascade": qa["cascade"] / n_qa,
@@ -147,7 +146,7 @@ def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:
 def _readout_errors(assistant, meta: list[dict], data: Path, limit: int = 100) -> dict:
     """The readout's words (what the e2e decoder reads) and Whisper's transcript against the truth on up to
     `limit` held-out clips of open-vocabulary text (WordNet's examples, generated everyday sentences): no
-    decoder pass, so many more clips than the repeat task's."""
+    decoder pass, so many more clips than the repeat task's. Empty for a recipe without them (r3, r4)."""
     out = dict.fromkeys(("heard", "whisper", "words", "clips"), 0)
     for m in [m for m in meta if m["kind"] == "everyday"][:limit]:
         wave = load_audio(data / "heldout" / f"{m['key']}.wav")
@@ -155,7 +154,7 @@ def _readout_errors(assistant, meta: list[dict], data: Path, limit: int = 100) -
         out["whisper"] += word_errors(m["text"], assistant.transcribe(wave))[0]
         out["words"] += len(normalize_text(m["text"]).split())
         out["clips"] += 1
-    return out
+    return out if out["clips"] else {}
 
 
 def _spoken_qa(assistant, meta: list[dict], data: Path, answer) -> dict:

@@ -315,7 +315,7 @@ def _spoken_tab(holder: ModelHolder) -> None:
                          elem_id="spoken-audio")
         with gr.Column():
             # a recording alone: "auto" would route it as "cascade"
-            mode = gr.Radio([m for m in MODES if m != "auto"], value="cascade", label="Mode", elem_id="spoken-mode",
+            mode = gr.Radio([m for m in MODES if m != "auto"], value="cascade", label="Mode",
                             info="e2e: the speech itself is the prompt, the way Qwen-Audio takes it, but it "
                                  "understands few questions yet (see the model card), and the safety gate "
                                  "reads it with Whisper too; cascade: transcribed by Whisper first")

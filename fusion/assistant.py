@@ -167,8 +167,9 @@ class Assistant:
         recording computes only the positions after the words that did not change (prefix caching; the
         tokens are those of a chat without it). The last LISTEN_HOLD_BACK positions are left out: each
         piece then adds only the words it newly made certain, instead of recomputing the turn's end and
-        its last words every half second on a CPU the speech's hearing also needs. `key` names the recording: a newer piece replaces an
-        older one still waiting. False when there is nothing to do yet (silence so far, no engine)."""
+        its last words every half second on a CPU the speech's hearing also needs. `key` names the
+        recording: a newer piece replaces an older one still waiting. False when there is nothing to do
+        yet (silence so far, no engine)."""
         try:
             validate_conversation(messages, mode)
             route = self.route(mode)

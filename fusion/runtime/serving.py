@@ -14,8 +14,8 @@ import torch
 
 from encoders.scene import PhotoFacts
 from fusion.cache import ObjectCache
-from fusion.model import OmniModel, VisionOutputs
 from fusion.gguf_decoder import GGUFDecoder
+from fusion.model import OmniModel, VisionOutputs
 from fusion.prompt import Image, media_parts
 from fusion.runtime.batching import Batcher
 from fusion.runtime.engine import StaticEngine

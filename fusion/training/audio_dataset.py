@@ -59,8 +59,8 @@ def build_audio_dataset(model: OmniModel, out_dir: Path, evaluation_sentences: s
                         seed: int = 0, log=print, mentions: int = 0,
                         recipe: speech_data.Recipe = speech_data.RECIPES["r3"], answers: str = "all") -> dict:
     """Speak every generated prompt in several of the recipe's voices, its fortune sentences, `mentions`
-    sentences naming the prompts' entities and its everyday sentences once each, add the human recordings; cache Whisper features,
-    the teacher's answers and the transcripts.
+    sentences naming the prompts' entities and its everyday sentences once each, add the human
+    recordings; cache Whisper features, the teacher's answers and the transcripts.
 
     answers "all": the teacher answers the prompts and FORTUNES_ANSWERED fortunes (the distillation
     targets); "none": no teacher (CTC trains on transcripts), and the data depend on the decoder only

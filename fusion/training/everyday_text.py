@@ -140,6 +140,9 @@ class Pools:
         self.capitals = quiz_capitals() or {"France": "Paris", "Japan": "Tokyo"}
 
 
+APPLIANCES = ["lights", "heating", "radio", "fan", "television"]
+FAVOURITES = ["colour", "animal", "food", "season", "song", "book", "game"]
+ORDINALS = ["first", "third", "fifth", "tenth", "twelfth", "twentieth"]
 ROOMS = ["kitchen", "bedroom", "living room", "bathroom", "garage", "office", "hallway", "garden"]
 PEOPLE = ["my sister", "my brother", "my mother", "my father", "my boss", "my neighbour", "my friend", "the teacher",
           "my grandmother", "my son", "my daughter", "the doctor"]
@@ -200,7 +203,7 @@ def _frames(p: Pools, r: random.Random) -> list:
         lambda: f"Wake me up at {num(5, 11)} {c(['thirty', 'fifteen', 'forty five', 'o clock'])}.",
         lambda: f"Remind me to {c(p.verb)} the {c(p.thing)} {when()}.",
         lambda: f"Add {c(p.food)} and {c(p.food)} to the shopping list.",
-        lambda: f"Turn {c(['on', 'off'])} the {c(['lights', 'heating', 'radio', 'fan', 'television'])} in the {c(ROOMS)}.",
+        lambda: f"Turn {c(['on', 'off'])} the {c(APPLIANCES)} in the {c(ROOMS)}.",
         lambda: f"Call {c(NAMES)} {when()}.",
         lambda: f"Send a message to {c(NAMES)} saying I will be {num(5, 30)} minutes late.",
         lambda: f"Tell me a story about a {c(p.animal)} and a {c(p.thing)}.",
@@ -213,8 +216,8 @@ def _frames(p: Pools, r: random.Random) -> list:
         lambda: f"{c(PEOPLE).capitalize()} just bought a {c(p.adjective)} {c(p.thing)}.",
         lambda: f"I am feeling {c(FEELINGS)} today.",
         lambda: f"Do you like {p.plural(c(p.animal))}?",
-        lambda: f"What is your favourite {c(['colour', 'animal', 'food', 'season', 'song', 'book', 'game'])}?",
-        lambda: f"My birthday is on the {c(['first', 'third', 'fifth', 'tenth', 'twelfth', 'twentieth'])} of {c(MONTHS)}.",
+        lambda: f"What is your favourite {c(FAVOURITES)}?",
+        lambda: f"My birthday is on the {c(ORDINALS)} of {c(MONTHS)}.",
         lambda: f"The meeting with {c(NAMES)} moved to {c(DAYS)} at {num(1, 12)}.",
         lambda: f"We need {num(2, 12)} {p.plural(c(p.thing))} for the {c(ROOMS)}.",
         lambda: f"There is a {c(p.animal)} in the {c(ROOMS)}!",
