@@ -85,13 +85,28 @@ def train(modality: str, steps: int, batch_size: int, variants: int, seed: int, 
                "CTC loss per target token" if objective == "ctc" else "cross-entropy on target tokens")
     assistant.model.load_projectors(weights)
     measure = heldout_metrics if modality == "audio" else heldout_photo_metrics
-    metrics = {"data_s": round(data_s), "train_s": round(train_s), "objective": objective, "steps": steps,
+    # train_s: this invocation (seconds when a finished run is only resumed); steps_s: the steps' own time,
+    # summed over the run's pieces in its log
+    metrics = {"data_s": round(data_s), "train_s": round(train_s),
+               "steps_s": round(steps_seconds(run / "train_log.jsonl")), "objective": objective, "steps": steps,
                "batch_size": batch_size, "seed": seed, **measure(assistant, data)}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if install:
         install_weights(weights, run / f"{modality}_curve.png", run / "metrics.json", modality, chosen.projectors)
     return metrics
+
+
+def steps_seconds(log_path: Path) -> float:
+    """The seconds a run's steps took, from its log: each invocation's clock starts at 0 (a resume), so the
+    pieces' last readings are summed."""
+    total, last = 0.0, 0.0
+    for line in log_path.read_text().splitlines():
+        elapsed = json.loads(line)["elapsed_s"]
+        if elapsed < last:
+            total += last
+        last = elapsed
+    return total + last
 
 
 def install_weights(weights: Path, curve: Path, metrics: Path, modality: str, name: str = "pocket.safetensors") -> None:

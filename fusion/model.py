@@ -33,6 +33,7 @@ from fusion.photo_text import photo_text
 from fusion.projectors import (AudioProjector, AudioProjectorConfig, CTCReadout, TextReadout, embedding_rms,
                                VisionProjector, VisionProjectorConfig)
 from fusion.prompt import Audio, Image, build_prompt_ids, media_parts
+from fusion.readout_lm import TokenTrigram
 from fusion.gguf_decoder import GGUFDecoder
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,9 @@ class OmniModel(nn.Module):
 
     # -- trained projector weights -----------------------------------------------------------
     def load_projectors(self, path: str | Path) -> None:
-        """A projector file: "audio.*" (with "audio.readout.*" when it brings a CTC readout) and/or
-        "vision.*" weights; a projector the file lacks keeps its initialisation."""
+        """A projector file: "audio.*" (with "audio.readout.*" when it brings a CTC readout, and
+        "audio.readout_lm.*" when that has a language model) and/or "vision.*" weights; a projector the
+        file lacks keeps its initialisation."""
         state = load_file(str(path))
         audio = {k.removeprefix("audio."): v for k, v in state.items() if k.startswith("audio.")}
         vision = {k.removeprefix("vision."): v for k, v in state.items() if k.startswith("vision.")}
@@ -133,11 +135,13 @@ class OmniModel(nn.Module):
             raise ValueError(f"{path} holds no audio.* or vision.* projector weights")
         if audio:
             readout = {k.removeprefix("readout."): v for k, v in audio.items() if k.startswith("readout.")}
+            lm = {k.removeprefix("readout_lm."): v for k, v in audio.items() if k.startswith("readout_lm.")}
             self._audio_projector_at_width(audio["linear_1.weight"].shape[0])
-            self.audio_projector.load_state_dict({k: v for k, v in audio.items() if not k.startswith("readout.")})
+            self.audio_projector.load_state_dict({k: v for k, v in audio.items() if not k.startswith("readout")})
             self.audio_readout = None
             if readout:
                 self.new_audio_readout(readout["vocab"]).load_state_dict(readout)
+                self.audio_readout.lm = TokenTrigram.from_tensors(lm) if lm else None
         if vision:
             self.vision_projector.load_state_dict(vision)
         self.trained = {name for name, part in (("audio", audio), ("vision", vision)) if part}

@@ -46,7 +46,7 @@ class Preset:
 # fusion/photo_text.py as embeddings vs as text): Qwen2.5-1.5B photos.jsonl 79% vs 79%, "What is in this
 # picture?" 14/19 vs 15/19, photo_followups.jsonl 69% vs 72%; SmolLM2-135M 66% vs 79%, 11/19 vs 15/19,
 # 32% vs 45%. So every preset's auto sends photos as text (ROUTES["auto"]); speech is transcribed: every
-# preset's CTC readout reads human speech far worse than Whisper (WER: Qwen 1.5B 48%, 0.5B 49%, Whisper
+# preset's CTC readout reads human speech far worse than Whisper (WER: Qwen 1.5B 49%, 0.5B 48%, Whisper
 # 6.5%; SmolLM2's too: model card).
 
 

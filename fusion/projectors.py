@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion.readout_lm import TokenTrigram, beam_search
+
+BEAM_CLASSES = 16  # the beam search extends each frame's 16 best classes (32 read the same held-out clips)
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -158,8 +161,9 @@ class CTCReadout(nn.Module):
     """Reads the audio projector's tokens out as the decoder's own words (CTC over its embedding table).
 
     Each projected token is scored against the decoder's input embeddings of a fixed vocabulary (cosine
-    times a learned scale) and against a learned blank. Trained with CTC on transcripts, greedy decoding
-    (repeats merged, blanks dropped) gives token ids, and the decoder reads exactly its own embedding rows
+    times a learned scale) and against a learned blank. Trained with CTC on transcripts, decoding (greedy:
+    repeats merged, blanks dropped; or the beam search with the token trigram fitted on the training text,
+    `lm`, when the weights bring one) gives token ids, and the decoder reads exactly its own embedding rows
     of them: a few tokens per word instead of 6.25 continuous tokens per second that it has never seen.
     The vocabulary is the set of token ids the training transcripts use (a buffer, saved with the weights);
     the embedding table is borrowed from the decoder, not saved. OmniModel.audio_tokens looks the ids up."""
@@ -170,6 +174,7 @@ class CTCReadout(nn.Module):
         self.blank = nn.Parameter(torch.zeros(embeddings.embedding_dim))
         self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
         self._embeddings = [embeddings]  # borrowed (see TextReadout)
+        self.lm: TokenTrigram | None = None  # fitted on the training text, saved beside the weights
 
     def rows(self) -> torch.Tensor:
         """(V, D) the decoder's embeddings of the vocabulary (a quantized table, a GGUF decoder's,
@@ -200,7 +205,12 @@ class CTCReadout(nn.Module):
         return self.log_scale.exp() * torch.cat([blank, x @ self._unit_rows().T], dim=-1)
 
     def token_ids(self, x: torch.Tensor) -> list[int]:
-        """Greedy CTC: (n, D) -> the decoder token ids read (possibly none)."""
+        """(n, D) -> the decoder token ids read (possibly none): the beam search with the readout's language
+        model when it has one (fusion/readout_lm.py), else greedy CTC."""
+        if self.lm is not None:
+            logp = self.logits(x).float().log_softmax(-1)
+            top = logp[:, 1:].topk(min(BEAM_CLASSES, logp.shape[1] - 1), dim=-1)
+            return beam_search(logp[:, 0], top.values, self.vocab[top.indices], self.lm)
         best = self.logits(x).argmax(-1)
         keep = (best != 0) & torch.cat([best.new_ones(1, dtype=torch.bool), best[1:] != best[:-1]])
         return self.vocab[best[keep] - 1].tolist()

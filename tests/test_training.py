@@ -116,8 +116,9 @@ def test_the_vision_projector_learns_from_photos_and_prototypes(tiny_omni, tmp_p
 
 
 def test_the_ctc_readout_learns_to_read_the_transcripts(ctc_model, tiny_data, tmp_path):
-    """CTC over the decoder's embedding table: after training, greedy decoding of each training clip's
-    projected frames gives back exactly its transcript's token ids."""
+    """CTC over the decoder's embedding table: after training, decoding each training clip's projected
+    frames (the beam search with the language model fitted on the training text) gives back exactly its
+    transcript's token ids."""
     cfg = TrainConfig(steps=150, batch_size=6, lr=1e-2, warmup=5, objective="ctc")
     weights = train_projector(ctc_model, tiny_data, tmp_path / "run", cfg, log=lambda *_: None)
     curve = losses(tmp_path / "run")
@@ -131,11 +132,15 @@ def test_the_ctc_readout_learns_to_read_the_transcripts(ctc_model, tiny_data, tm
     assert set(readout.vocab.tolist()) == {t for m in meta for t in m["transcript_ids"][:-1]}
     saved = load_file(str(weights))
     assert saved["audio.readout.vocab"].dtype == torch.int64 and "audio.readout.blank" in saved
+    # the language model: the transcripts and the fortunes (Debian's, when installed) as token trigrams
+    assert readout.lm is not None and saved["audio.readout_lm.keys"].dtype == torch.int64
+    never = next(t for t in range(10 ** 6) if (t,) not in readout.lm.logp)  # a token the text never holds
+    assert readout.lm.score((-1, -1), meta[0]["transcript_ids"][0]) > readout.lm.score((-1, -1), never)
 
 
 def test_a_ctc_projector_survives_install_and_loading(ctc_model, tiny_data, tmp_path, monkeypatch):
     """The installed file (float16 on disk) keeps the vocabulary's token ids exact, and loading it
-    attaches a readout that reads what the trained one read."""
+    attaches a readout, with its language model, that reads what the trained one read."""
     import app.projector_training as pt
 
     cfg = TrainConfig(steps=40, batch_size=6, lr=1e-2, warmup=5, objective="ctc")
@@ -155,6 +160,7 @@ def test_a_ctc_projector_survives_install_and_loading(ctc_model, tiny_data, tmp_
     fresh_projector(ctc_model, seed=5)
     ctc_model.load_projectors(tmp_path / "assets" / "pocket.safetensors")
     assert ctc_model.audio_readout is not None and "audio" in ctc_model.trained
+    assert ctc_model.audio_readout.lm is not None and "audio.readout_lm.logp" in installed
     with torch.no_grad():
         assert ctc_model.audio_readout.token_ids(ctc_model.audio_projector(frames)) == before
 
@@ -335,3 +341,12 @@ def sd_folder(name: str) -> str:
 
     r = sd.RECIPES[name]
     return r.folder(1000, r.answers("ctc"))
+
+
+def test_the_steps_time_sums_the_pieces_of_a_resumed_run(tmp_path):
+    """A resumed run's log restarts its clock: the metrics' steps_s adds the pieces, not the last one."""
+    from app.projector_training import steps_seconds
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": i + 1, "elapsed_s": e}) + "\n" for i, e in enumerate([1, 2, 3, 0.5, 1.5])))
+    assert steps_seconds(log) == 4.5

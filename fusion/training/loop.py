@@ -34,6 +34,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fusion.model import OmniModel
 from fusion.prompt import REPEAT_PROMPT, Audio, Image, build_prompt_ids
+from fusion.readout_lm import TokenTrigram
+from fusion.training.speech_data import fortune_sentences, is_held_out_sentence
 from fusion.training.vision_data import vision_sampler
 from fusion.training.vocabulary import english_words, vocabulary_ids
 
@@ -56,6 +58,8 @@ class TrainConfig:
     # ctc: also the token ids of this many frequent English words in the readout's vocabulary
     # (fusion/training/vocabulary.py); 0: the training transcripts' ids only (the shipped SmolLM2 readout)
     vocabulary_words: int = 0
+    # ctc: fit the readout's language model for its beam search on the training text (fit_readout_lm)
+    readout_lm: bool = True
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -195,7 +199,24 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
             torch.save({**{name: m.state_dict() for name, m in trained.items()}, "optimizer": opt.state_dict(),
                         "step": step, "rng": rng, "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
     bar.close()
+    if config.objective == "ctc" and config.readout_lm:
+        # the tables as saved (float16), so the trained readout reads as a loaded one
+        model.audio_readout.lm = TokenTrigram.from_tensors(fit_readout_lm(model, data_dir).to_tensors())
     return _save_projector(out_dir / f"{config.modality}_projector.safetensors", config.modality, trained)
+
+
+def fit_readout_lm(model: OmniModel, data_dir: Path) -> TokenTrigram:
+    """The CTC readout's language model (fusion/readout_lm.py), fitted on the text a run may learn from: the
+    training split's distinct transcripts and the fortune sentences that are neither held out by hash nor
+    among the held-out clips' text. Seconds; deterministic."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    held = {m["text"] for m in meta if m["split"] == "heldout"}
+    transcripts = {m["text"]: m["transcript_ids"][:-1] for m in meta if m["split"] == "train"}  # the eos dropped
+    fortunes = [s for s in fortune_sentences(10 ** 6) if s not in held and s not in transcripts
+                and not is_held_out_sentence(s, set())]
+    encode = lambda text: model.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    return TokenTrigram.fit([*transcripts.values(), *map(encode, fortunes)],
+                            vocabulary=model.audio_readout.vocab.shape[0])
 
 
 def _objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> tuple[Callable, dict[str, torch.nn.Module]]:
@@ -239,6 +260,8 @@ def _save_projector(weights: Path, modality: str, trained: dict) -> Path:
     tensors = {f"{modality}.{k}": v for k, v in trained["projector"].state_dict().items()}
     if "readout" in trained:
         tensors.update({f"{modality}.readout.{k}": v for k, v in trained["readout"].state_dict().items()})
+        if trained["readout"].lm is not None:
+            tensors.update({f"{modality}.readout_lm.{k}": v for k, v in trained["readout"].lm.to_tensors().items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
     return weights
 

@@ -1,0 +1,163 @@
+"""A token trigram language model and the CTC prefix beam search that uses it: how the audio readout
+(fusion/projectors.py, CTCReadout) chooses among the words it half-hears.
+
+Greedy CTC takes each frame's best class on its own; "What is the capital of Portugal?" read by an
+unheard voice comes out "Tell me may a capital city of Portugal?". A beam search over the frames' top
+classes, scored by the acoustic log-probability plus `alpha` times the language model's and `beta` per
+token (so the model's dislike of rare words does not delete them), keeps the few prefixes that explain
+the frames best as text. The decoders of pyctcdecode and torchaudio's ctc_decoder do the same with a
+KenLM word model; here the model is over the decoder's own token ids, fitted in seconds on the readout's
+training text (fusion/training/loop.py), so no lexicon is needed and the readout still spells any word.
+
+The model is an interpolated absolute-discounting trigram (Ney's), stored as backoff tables: for each
+seen n-gram its interpolated log-probability, for each seen context the log of its backoff weight; an
+unseen n-gram is the context's weight times the shorter context's probability, exactly as interpolation
+gives. Trigrams seen once are dropped (`min_trigram`): the file stays small and the words still get the
+bigram's estimate. Token ids and the two markers (start, end) are packed three per int64 key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+START, END = -1, -2  # the sentence markers (never token ids)
+_SHIFT = 20  # bits per packed token (token id + 3 < 2**20: Qwen's vocabulary is 151,936)
+_NEG = -1e30
+
+
+def _pack(ngram: tuple[int, ...]) -> int:
+    key = 0
+    for t in ngram:
+        key = (key << _SHIFT) | (t + 3)  # markers -1, -2 -> 2, 1; 0 is "no token"
+    return key
+
+
+def _unpack(key: int) -> tuple[int, ...]:
+    out = []
+    while key:
+        out.append((key & ((1 << _SHIFT) - 1)) - 3)
+        key >>= _SHIFT
+    return tuple(reversed(out))
+
+
+@dataclass
+class TokenTrigram:
+    logp: dict[tuple[int, ...], float]  # seen n-gram (1-3 tokens) -> interpolated log p(last | the rest)
+    backoff: dict[tuple[int, ...], float]  # seen context (1-2 tokens) -> log of its backoff weight
+    unseen: float  # log p of a token never seen (the unigram floor)
+    # the language model's weight in the beam's score and the bonus per token read: chosen on the Qwen 1.5B
+    # readout's held-out clips (model card); a heavier weight reads the templates better still and human
+    # speech worse
+    alpha: float = 0.1
+    beta: float = 0.3
+    beam: int = 8
+
+    @classmethod
+    def fit(cls, sequences: Iterable[list[int]], discount: float = 0.75, min_trigram: int = 2,
+            vocabulary: int = 0) -> "TokenTrigram":
+        """Fit on token-id sequences (sentences). `vocabulary`: how many tokens the readout can read, for
+        the floor given to the ones the text never holds."""
+        counts: list[Counter] = [Counter(), Counter(), Counter()]
+        for seq in sequences:
+            s = [START, START, *seq, END]
+            for i in range(2, len(s)):
+                for k in range(3):
+                    counts[k][tuple(s[i - k:i + 1])] += 1
+        totals: list[Counter] = [Counter(), Counter(), Counter()]  # context -> count
+        types: list[Counter] = [Counter(), Counter(), Counter()]  # context -> distinct next tokens
+        for k in range(3):
+            for g, c in counts[k].items():
+                totals[k][g[:-1]] += c
+                types[k][g[:-1]] += 1
+        n_types = max(vocabulary, len(counts[0])) + 1
+        floor = discount * types[0][()] / totals[0][()] / n_types
+        logp: dict[tuple[int, ...], float] = {}
+        backoff: dict[tuple[int, ...], float] = {}
+        for k in range(3):
+            for g, c in counts[k].items():
+                if k == 2 and c < min_trigram:
+                    continue
+                ctx = g[:-1]
+                lower = 1 / n_types if k == 0 else math.exp(logp[g[1:]])  # a kept n-gram's suffix is kept
+                logp[g] = math.log((c - discount) / totals[k][ctx] + discount * types[k][ctx] / totals[k][ctx] * lower)
+            if k:
+                for ctx, n in totals[k].items():
+                    backoff[ctx] = math.log(discount * types[k][ctx] / n)
+        return cls(logp, backoff, math.log(floor))
+
+    def score(self, context: tuple[int, ...], token: int) -> float:
+        """log p(token | the last two of context)."""
+        ngram = (*context[-2:], token)
+        while len(ngram) > 1 and ngram not in self.logp:
+            ngram = ngram[1:]
+        if ngram in self.logp:
+            found = self.logp[ngram]
+        else:
+            found = self.unseen
+        bow = 0.0
+        ctx = context[-2:]
+        for drop in range(3 - len(ngram)):  # the contexts backed off from, longest first
+            bow += self.backoff.get(ctx[drop:], 0.0)
+        return found + bow
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The tables as tensors for a safetensors file, every number in float16 (log-probabilities ~0.01
+        apart), so a file installed in float16 reads as the one saved."""
+        grams, probs = zip(*self.logp.items())
+        ctxs, bows = zip(*self.backoff.items()) if self.backoff else ((), ())
+        return {"keys": torch.tensor([_pack(g) for g in grams], dtype=torch.int64),
+                "logp": torch.tensor(probs, dtype=torch.float16),
+                "context_keys": torch.tensor([_pack(c) for c in ctxs], dtype=torch.int64),
+                "backoff": torch.tensor(bows, dtype=torch.float16),
+                "settings": torch.tensor([self.unseen, self.alpha, self.beta, self.beam], dtype=torch.float16)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "TokenTrigram":
+        unseen, alpha, beta, beam = t["settings"].tolist()
+        logp = dict(zip(map(_unpack, t["keys"].tolist()), t["logp"].float().tolist()))
+        backoff = dict(zip(map(_unpack, t["context_keys"].tolist()), t["backoff"].float().tolist()))
+        return cls(logp, backoff, unseen, alpha, beta, int(beam))
+
+
+def _logadd(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    return a if b <= _NEG else a + math.log1p(math.exp(b - a))
+
+
+def beam_search(blank: torch.Tensor, top_logp: torch.Tensor, top_ids: torch.Tensor, lm: TokenTrigram,
+                prune: float = -8.0) -> list[int]:
+    """CTC prefix beam search. blank (T,) the blank's log-probability per frame; top_logp, top_ids (T, K)
+    the frame's best classes (descending) as log-probabilities and the token ids they read. -> token ids.
+
+    Each prefix keeps two acoustic+language scores: ending in a blank and ending in its last token (a
+    repeat of the last token extends the prefix only after a blank, as CTC merges repeats)."""
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG)}
+    for b, values, ids in zip(blank.tolist(), top_logp.tolist(), top_ids.tolist()):
+        grown: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [_NEG, _NEG])
+        for prefix, (p_blank, p_token) in beams.items():
+            total = _logadd(p_blank, p_token)
+            here = grown[prefix]
+            here[0] = _logadd(here[0], total + b)
+            last = prefix[-1] if prefix else None
+            for v, token in zip(values, ids):
+                if v < prune:
+                    break
+                if token == last:
+                    here[1] = _logadd(here[1], p_token + v)  # the same token continues
+                    base = p_blank  # a new one only after a blank
+                else:
+                    base = total
+                if base <= _NEG:
+                    continue
+                longer = grown[(*prefix, token)]
+                longer[1] = _logadd(longer[1], base + v + lm.alpha * lm.score((START, START, *prefix), token) + lm.beta)
+        ranked = sorted(grown.items(), key=lambda kv: -_logadd(*kv[1]))[:lm.beam]
+        beams = {prefix: (s[0], s[1]) for prefix, s in ranked}
+    return list(max(beams.items(), key=lambda kv: _logadd(*kv[1]) + lm.alpha * lm.score(
+        (START, START, *kv[0]), END))[0])
