@@ -10,10 +10,10 @@ KenLM word model; here the model is over the decoder's own token ids, fitted in 
 training text (fusion/training/loop.py), so no lexicon is needed and the readout still spells any word.
 
 The model is an interpolated absolute-discounting trigram (Ney's), stored as backoff tables: for each
-seen n-gram its interpolated log-probability, for each seen context the log of its backoff weight; an
-unseen n-gram is the context's weight times the shorter context's probability, exactly as interpolation
-gives. Trigrams seen once are dropped (`min_trigram`): the file stays small and the words still get the
-bigram's estimate. Token ids and the two markers (start, end) are packed three per int64 key.
+kept n-gram its interpolated log-probability, for each context the log of its backoff weight; an n-gram
+not kept is the context's weight times the shorter context's probability. Trigrams seen once are dropped
+(`min_trigram`) and their contexts' weights renormalised, so every context's distribution still sums to
+one; the file stays small. Token ids and the two markers (start, end) are packed three per int64 key.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ class TokenTrigram:
             for g, c in counts[k].items():
                 totals[k][g[:-1]] += c
                 types[k][g[:-1]] += 1
-        n_types = max(vocabulary, len(counts[0])) + 1
+        if not totals[0]:
+            raise ValueError("no text to fit the readout's language model on")
+        n_types = max(vocabulary + 1, len(counts[0]))  # the readable tokens and the end
         floor = discount * types[0][()] / totals[0][()] / n_types
         logp: dict[tuple[int, ...], float] = {}
-        backoff: dict[tuple[int, ...], float] = {}
         for k in range(3):
             for g, c in counts[k].items():
                 if k == 2 and c < min_trigram:
@@ -85,9 +86,17 @@ class TokenTrigram:
                 ctx = g[:-1]
                 lower = 1 / n_types if k == 0 else math.exp(logp[g[1:]])  # a kept n-gram's suffix is kept
                 logp[g] = math.log((c - discount) / totals[k][ctx] + discount * types[k][ctx] / totals[k][ctx] * lower)
-            if k:
-                for ctx, n in totals[k].items():
-                    backoff[ctx] = math.log(discount * types[k][ctx] / n)
+        # one-token contexts keep every bigram: their weight is the interpolation's; a two-token context's
+        # weight spreads what its kept trigrams leave over the bigram's estimate of the rest (Katz's
+        # renormalisation), and a context that keeps none backs off with weight 1 (not stored)
+        backoff = {ctx: math.log(discount * types[1][ctx] / n) for ctx, n in totals[1].items()}
+        kept = defaultdict(lambda: [0.0, 0.0])  # context -> [sum of kept p, sum of their bigram p]
+        for g, lp in logp.items():
+            if len(g) == 3:
+                kept[g[:2]][0] += math.exp(lp)
+                kept[g[:2]][1] += math.exp(logp[g[1:]])
+        for ctx, (p_kept, p_lower) in kept.items():
+            backoff[ctx] = math.log(max(1.0 - p_kept, 1e-12) / max(1.0 - p_lower, 1e-12))
         return cls(logp, backoff, math.log(floor))
 
     def score(self, context: tuple[int, ...], token: int) -> float:

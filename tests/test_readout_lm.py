@@ -11,11 +11,17 @@ from fusion.readout_lm import END, START, TokenTrigram, _pack, _unpack, beam_sea
 SENTENCES = [[1, 2, 3], [1, 2, 4], [5, 2, 3], [1, 6], [3, 3, 2, 1]]
 
 
-@pytest.mark.parametrize("context", [(START, START), (START, 1), (1, 2), (6, 5), (9, 9)])
-def test_the_trigram_is_a_distribution_in_every_context(context):
-    lm = TokenTrigram.fit(SENTENCES, min_trigram=1, vocabulary=10)  # tokens 0-9 and the end
+@pytest.mark.parametrize("min_trigram", [1, 2, 3])
+@pytest.mark.parametrize("context", [(START, START), (START, 1), (1, 2), (6, 5), (9, 9), (2, 3)])
+def test_the_trigram_is_a_distribution_in_every_context_pruned_or_not(context, min_trigram):
+    lm = TokenTrigram.fit(SENTENCES, min_trigram=min_trigram, vocabulary=10)  # tokens 0-9 and the end
     total = sum(math.exp(lm.score(context, t)) for t in [*range(10), END])
     assert total == pytest.approx(1.0, abs=1e-9)
+
+
+def test_there_is_no_model_of_no_text():
+    with pytest.raises(ValueError, match="no text"):
+        TokenTrigram.fit([])
 
 
 def test_seen_continuations_beat_unseen_ones_and_unseen_tokens_get_the_floor():

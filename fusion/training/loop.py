@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,16 +208,22 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
 
 def fit_readout_lm(model: OmniModel, data_dir: Path) -> TokenTrigram:
     """The CTC readout's language model (fusion/readout_lm.py), fitted on the text a run may learn from: the
-    training split's distinct transcripts and the fortune sentences that are neither held out by hash nor
-    among the held-out clips' text. Seconds; deterministic."""
+    training split's distinct transcripts and the fortune sentences that are not held out by hash, none of
+    them a held-out clip's text up to case and punctuation ("Have a nice day!" is "Have a nice day.").
+    Seconds; deterministic."""
     meta = json.loads((data_dir / "meta.json").read_text())
-    held = {m["text"] for m in meta if m["split"] == "heldout"}
-    transcripts = {m["text"]: m["transcript_ids"][:-1] for m in meta if m["split"] == "train"}  # the eos dropped
-    fortunes = [s for s in fortune_sentences(10 ** 6) if s not in held and s not in transcripts
+    held = {_plain(m["text"]) for m in meta if m["split"] == "heldout"}
+    transcripts = {m["text"]: m["transcript_ids"][:-1] for m in meta  # the eos dropped
+                   if m["split"] == "train" and _plain(m["text"]) not in held}
+    fortunes = [s for s in fortune_sentences(10 ** 6) if _plain(s) not in held and s not in transcripts
                 and not is_held_out_sentence(s, set())]
     encode = lambda text: model.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     return TokenTrigram.fit([*transcripts.values(), *map(encode, fortunes)],
                             vocabulary=model.audio_readout.vocab.shape[0])
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 def _objective(model: OmniModel, data_dir: Path, config: TrainConfig) -> tuple[Callable, dict[str, torch.nn.Module]]:
