@@ -116,14 +116,23 @@ def install_weights(weights: Path, curve: Path, metrics: Path, modality: str, na
     state = load_file(str(target)) if target.exists() else {}
     state = {k: v for k, v in state.items() if not k.startswith(modality + ".")}
     state.update(load_file(str(weights)))
-    # float16 on disk halves the file; load_state_dict casts back to the model's dtype
-    # (token ids, like the CTC readout's vocabulary, stay integers)
-    save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()},
-              str(target), metadata={"format": "pt"})
+    # float16 on disk halves the file; load_state_dict casts back to the model's dtype (and to the buffer's:
+    # token ids, like the CTC readout's vocabulary, stay integers, in int32 where they fit)
+    save_file({k: _narrowed(v).contiguous() for k, v in state.items()}, str(target), metadata={"format": "pt"})
     prefix = "" if name == "pocket.safetensors" else Path(name).stem + "-"  # SmolLM2's files keep their names
     shutil.copy(curve, ASSETS / f"{prefix}{modality}_curve.png")
     shutil.copy(metrics, ASSETS / f"{prefix}{modality}_metrics.json")
     print(f"installed {modality} projector in {target}")
+
+
+def _narrowed(v: torch.Tensor) -> torch.Tensor:
+    """A tensor as it is stored in assets/: floats in float16, int64 in int32 when every value fits (not
+    the readout trigram's packed keys)."""
+    if v.is_floating_point():
+        return v.to(torch.float16)
+    if v.dtype == torch.int64 and (v.numel() == 0 or (v.min() >= -2 ** 31 and v.max() < 2 ** 31)):
+        return v.to(torch.int32)
+    return v
 
 
 def heldout_metrics(assistant, data: Path, max_tokens: int = 24) -> dict:

@@ -18,6 +18,7 @@ from fusion.readout_lm import TokenTrigram, beam_search
 
 BEAM_CLASSES = 16  # the beam search extends each frame's 16 best classes (32 read the same held-out clips)
 
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()

@@ -13,7 +13,8 @@ The model is an interpolated absolute-discounting trigram (Ney's), stored as bac
 kept n-gram its interpolated log-probability, for each context the log of its backoff weight; an n-gram
 not kept is the context's weight times the shorter context's probability. Trigrams seen once are dropped
 (`min_trigram`) and their contexts' weights renormalised, so every context's distribution still sums to
-one; the file stays small. Token ids and the two markers (start, end) are packed three per int64 key.
+one; the file stays small. On disk an n-gram is one integer: 15 bits per token, its place in the model's
+own token list (the two markers, start and end, have their own).
 """
 
 from __future__ import annotations
@@ -26,23 +27,8 @@ from typing import Iterable
 import torch
 
 START, END = -1, -2  # the sentence markers (never token ids)
-_SHIFT = 20  # bits per packed token (token id + 3 < 2**20: Qwen's vocabulary is 151,936)
+_BITS = 15  # bits per packed token: its place in the model's own token list (+3), so a bigram fits int32
 _NEG = -1e30
-
-
-def _pack(ngram: tuple[int, ...]) -> int:
-    key = 0
-    for t in ngram:
-        key = (key << _SHIFT) | (t + 3)  # markers -1, -2 -> 2, 1; 0 is "no token"
-    return key
-
-
-def _unpack(key: int) -> tuple[int, ...]:
-    out = []
-    while key:
-        out.append((key & ((1 << _SHIFT) - 1)) - 3)
-        key >>= _SHIFT
-    return tuple(reversed(out))
 
 
 @dataclass
@@ -115,21 +101,46 @@ class TokenTrigram:
         return found + bow
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """The tables as tensors for a safetensors file, every number in float16 (log-probabilities ~0.01
-        apart), so a file installed in float16 reads as the one saved."""
-        grams, probs = zip(*self.logp.items())
-        ctxs, bows = zip(*self.backoff.items()) if self.backoff else ((), ())
-        return {"keys": torch.tensor([_pack(g) for g in grams], dtype=torch.int64),
-                "logp": torch.tensor(probs, dtype=torch.float16),
-                "context_keys": torch.tensor([_pack(c) for c in ctxs], dtype=torch.int64),
-                "backoff": torch.tensor(bows, dtype=torch.float16),
+        """The tables as tensors for a safetensors file: every number in float16 (log-probabilities ~0.01
+        apart), so a file installed in float16 reads as the one saved; n-grams packed by their tokens'
+        places in the model's own token list, so unigrams, bigrams and contexts take int32, trigrams int64."""
+        tokens = sorted({t for g in self.logp for t in g if t >= 0})
+        if len(tokens) + 3 > 1 << _BITS:
+            raise ValueError(f"{len(tokens)} distinct tokens: at most {(1 << _BITS) - 3} pack")
+        place = {END: 1, START: 2} | {t: i + 3 for i, t in enumerate(tokens)}  # 0 is "no token"
+
+        def pack(ngram: tuple[int, ...]) -> int:
+            key = 0
+            for t in ngram:
+                key = (key << _BITS) | place[t]
+            return key
+
+        short, long = [g for g in self.logp if len(g) < 3], [g for g in self.logp if len(g) == 3]
+        ctxs = list(self.backoff)
+        return {"tokens": torch.tensor(tokens, dtype=torch.int32),
+                "short_keys": torch.tensor([pack(g) for g in short], dtype=torch.int32),
+                "long_keys": torch.tensor([pack(g) for g in long], dtype=torch.int64),
+                "logp": torch.tensor([self.logp[g] for g in short + long], dtype=torch.float16),
+                "context_keys": torch.tensor([pack(c) for c in ctxs], dtype=torch.int32),
+                "backoff": torch.tensor([self.backoff[c] for c in ctxs], dtype=torch.float16),
                 "settings": torch.tensor([self.unseen, self.alpha, self.beta, self.beam], dtype=torch.float16)}
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "TokenTrigram":
         unseen, alpha, beta, beam = t["settings"].tolist()
-        logp = dict(zip(map(_unpack, t["keys"].tolist()), t["logp"].float().tolist()))
-        backoff = dict(zip(map(_unpack, t["context_keys"].tolist()), t["backoff"].float().tolist()))
+        token = [0, END, START, *t["tokens"].tolist()]
+        mask = (1 << _BITS) - 1
+
+        def unpack(key: int) -> tuple[int, ...]:
+            out = []
+            while key:
+                out.append(token[key & mask])
+                key >>= _BITS
+            return tuple(reversed(out))
+
+        grams = map(unpack, t["short_keys"].tolist() + t["long_keys"].tolist())
+        logp = dict(zip(grams, t["logp"].float().tolist()))
+        backoff = dict(zip(map(unpack, t["context_keys"].tolist()), t["backoff"].float().tolist()))
         return cls(logp, backoff, unseen, alpha, beta, int(beam))
 
 

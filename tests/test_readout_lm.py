@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fusion.readout_lm import END, START, TokenTrigram, _pack, _unpack, beam_search
+from fusion.readout_lm import END, START, TokenTrigram, beam_search
 
 SENTENCES = [[1, 2, 3], [1, 2, 4], [5, 2, 3], [1, 6], [3, 3, 2, 1]]
 
@@ -45,8 +45,11 @@ def test_the_tables_survive_tensors():
     for ctx in [(START, START), (1, 2), (3, 3), (9, 9)]:
         for t in [1, 2, 3, 6, 9, END]:
             assert back.score(ctx, t) == pytest.approx(lm.score(ctx, t), abs=0.02)  # float16 on disk
-    for gram in [(END,), (START, 1), (151_935, 0, START)]:
-        assert _unpack(_pack(gram)) == gram
+    wide = TokenTrigram.fit([[151_935, 0, 7], [0, 151_935]])  # Qwen's last token id and the first
+    tensors = wide.to_tensors()
+    assert tensors["short_keys"].dtype == tensors["context_keys"].dtype == torch.int32  # bigrams fit int32
+    assert TokenTrigram.from_tensors(tensors).logp.keys() == wide.logp.keys()
+    assert TokenTrigram.from_tensors(tensors).backoff.keys() == wide.backoff.keys()
 
 
 def frames(rows):

@@ -133,7 +133,7 @@ def test_the_ctc_readout_learns_to_read_the_transcripts(ctc_model, tiny_data, tm
     saved = load_file(str(weights))
     assert saved["audio.readout.vocab"].dtype == torch.int64 and "audio.readout.blank" in saved
     # the language model: the transcripts and the fortunes (Debian's, when installed) as token trigrams
-    assert readout.lm is not None and saved["audio.readout_lm.keys"].dtype == torch.int64
+    assert readout.lm is not None and saved["audio.readout_lm.short_keys"].dtype == torch.int32
     never = next(t for t in range(10 ** 6) if (t,) not in readout.lm.logp)  # a token the text never holds
     assert readout.lm.score((-1, -1), meta[0]["transcript_ids"][0]) > readout.lm.score((-1, -1), never)
 

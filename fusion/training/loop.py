@@ -59,8 +59,6 @@ class TrainConfig:
     # ctc: also the token ids of this many frequent English words in the readout's vocabulary
     # (fusion/training/vocabulary.py); 0: the training transcripts' ids only (the shipped SmolLM2 readout)
     vocabulary_words: int = 0
-    # ctc: fit the readout's language model for its beam search on the training text (fit_readout_lm)
-    readout_lm: bool = True
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -200,7 +198,7 @@ def train_projector(model: OmniModel, data_dir: Path, out_dir: Path, config: Tra
             torch.save({**{name: m.state_dict() for name, m in trained.items()}, "optimizer": opt.state_dict(),
                         "step": step, "rng": rng, "torch_rng": torch.get_rng_state(), "config": asdict(config)}, ckpt)
     bar.close()
-    if config.objective == "ctc" and config.readout_lm:
+    if config.objective == "ctc":  # the readout's language model for its beam search (fit_readout_lm)
         # the tables as saved (float16), so the trained readout reads as a loaded one
         model.audio_readout.lm = TokenTrigram.from_tensors(fit_readout_lm(model, data_dir).to_tensors())
     return _save_projector(out_dir / f"{config.modality}_projector.safetensors", config.modality, trained)
