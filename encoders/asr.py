@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from encoders.audio import N_SAMPLES, SAMPLE_RATE, AudioTower, is_silent, log_mel_spectrogram, windows
+from encoders.errors import Stop
 from encoders.whisper_decode import WhisperGreedy
 
 MAX_TOKENS_PER_WINDOW = 224  # Whisper's own cap: half its 448-token context
@@ -68,18 +69,18 @@ class WhisperTranscriber:
         return cls(model, tok, extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220]), language)
 
     @torch.inference_mode()
-    def transcribe(self, wave: np.ndarray) -> str:
-        """16 kHz mono wave of any length -> text ("" for silence)."""
+    def transcribe(self, wave: np.ndarray, stop: Stop | None = None) -> str:
+        """16 kHz mono wave of any length -> text ("" for silence). `stop`: see encoders.errors.Interrupted."""
         if is_silent(wave):
             return ""
-        texts = [self._decode_window(piece) for piece in windows(wave) if not is_silent(piece)]
+        texts = [self._decode_window(piece, stop) for piece in windows(wave) if not is_silent(piece)]
         return " ".join(t for t in texts if t)
 
-    def _decode_window(self, piece: np.ndarray) -> str:
+    def _decode_window(self, piece: np.ndarray, stop: Stop | None) -> str:
         p = next(self.model.parameters())
         wave = np.pad(np.asarray(piece, dtype=np.float32), (0, padded_length(len(piece)) - len(piece)))
         mel = log_mel_spectrogram(wave).to(p.device, p.dtype)
-        frames = self.tower(mel[None])[0]  # Ta, Da
+        frames = self.tower(mel[None], stop)[0]  # Ta, Da
         tokens = self.greedy(frames, self.prompt, self.eot, torch.tensor(self.suppress, device=p.device),
-                             torch.tensor(self.suppress_begin, device=p.device), MAX_TOKENS_PER_WINDOW)
+                             torch.tensor(self.suppress_begin, device=p.device), MAX_TOKENS_PER_WINDOW, stop)
         return self.tokenizer.decode(tokens).strip()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from encoders.errors import InputError
+from encoders.errors import InputError, Stop, check
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -157,23 +157,25 @@ class AudioTower(nn.Module):
         self.encoder = encoder
         self.feature_dim = int(encoder.config.d_model)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, M, F) with F even and <= N_FRAMES -> (B, F/2, Da)."""
+    def forward(self, mel: torch.Tensor, stop: Stop | None = None) -> torch.Tensor:
+        """(B, M, F) with F even and <= N_FRAMES -> (B, F/2, Da). `stop`: asked before each layer
+        (encoders.errors.Interrupted)."""
         enc = self.encoder
         x = F.gelu(enc.conv1(mel))
         x = F.gelu(enc.conv2(x)).transpose(1, 2)  # B, Ta, Da
         x = x + enc.embed_positions.weight[: x.shape[1]]
         for layer in enc.layers:
+            check(stop)
             x = layer(x, attention_mask=None)
         return enc.layer_norm(x)
 
-    def encode(self, wave: np.ndarray, pad_to_window: bool = False) -> list[torch.Tensor]:
+    def encode(self, wave: np.ndarray, pad_to_window: bool = False, stop: Stop | None = None) -> list[torch.Tensor]:
         """16 kHz wave -> one (Ta, Da) tensor per 30 s window, each trimmed to the speech it holds."""
         p = next(self.parameters())
         out = []
         for piece in windows(wave):
             mel = log_mel_spectrogram(piece, pad_to_window).to(p.device, p.dtype)
-            frames = self(mel[None])[0]
+            frames = self(mel[None], stop)[0]
             if pad_to_window:  # keep the frames that hold the clip, not the padding
                 frames = frames[: max(1, -(-len(piece) // (2 * HOP_LENGTH)))]
             out.append(frames)

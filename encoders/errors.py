@@ -1,4 +1,9 @@
-"""The one error type for bad user input; its message is shown to the user as it is."""
+"""The one error type for bad user input (its message is shown to the user as it is), and the signal
+that work was given up for something more urgent."""
+
+from typing import Callable
+
+Stop = Callable[[], bool]  # asked between steps of long work: True gives it up (Interrupted)
 
 
 class InputError(ValueError):
@@ -8,3 +13,13 @@ class InputError(ValueError):
     def __init__(self, message: str, code: str = "invalid_input"):
         super().__init__(message)
         self.code = code
+
+
+class Interrupted(Exception):
+    """Work given up because its `stop` said so: speculative work (hearing a recording still being made)
+    making way for an answer."""
+
+
+def check(stop: Stop | None) -> None:
+    if stop is not None and stop():
+        raise Interrupted

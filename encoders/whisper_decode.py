@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.errors import Stop, check
+
 
 def _weight(linear: nn.Linear, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
     return (linear.weight.detach().float() * scale).to(dtype)
@@ -109,14 +111,16 @@ class WhisperGreedy(nn.Module):
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor, prompt: list[int], eot: int, suppress: torch.Tensor,
-                suppress_begin: torch.Tensor, max_tokens: int) -> list[int]:
-        """frames (Ta, Da) of one window -> the tokens after the prompt, up to end-of-text or max_tokens."""
+                suppress_begin: torch.Tensor, max_tokens: int, stop: Stop | None = None) -> list[int]:
+        """frames (Ta, Da) of one window -> the tokens after the prompt, up to end-of-text or max_tokens.
+        `stop`: asked before each token (encoders.errors.Interrupted)."""
         frames = frames.float()
         crosses = [layer.cross(frames) for layer in self.layers]
         hd = frames.shape[1] // self.heads
         cache = torch.zeros(len(self.layers), 2, 1, self.heads, self.context, hd, device=frames.device)
         ids, out, pos = list(prompt), [], 0
         for step in range(min(max_tokens, self.context - len(prompt))):
+            check(stop)
             x = self.table[ids].float() + self.positions[pos: pos + len(ids)]
             for i, layer in enumerate(self.layers):
                 x = layer.step(x, crosses[i], cache[i], pos)

@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from encoders.asr import WhisperTranscriber
 from encoders.audio import is_silent
-from encoders.errors import InputError
+from encoders.errors import InputError, Interrupted, Stop, check
 from encoders.faces import FaceDetector
 from encoders.hand_tracking import HandTracker
 from encoders.vision import VisionConfig, VisionTower, top_classes
@@ -40,7 +40,8 @@ HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
-LISTEN_HOLD_BACK = 8  # positions listen() does not prefill: the turn's end (ChatML: 5) and the last words
+# positions listen() does not prefill: the turn's end (ChatML: <|im_end|> \n <|im_start|> assistant \n)
+LISTEN_HOLD_BACK = 5
 
 
 class Assistant:
@@ -49,8 +50,10 @@ class Assistant:
         self.runtime = Runtime(model, runtime)
         self.transcriber = transcriber
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
-        # words heard in a clip, by object and path: a conversation carries its clips every turn, and the
-        # safety gate (app/safety.py) reads them before the cascade does
+        self._asking = 0  # chat() calls encoding their turn: listen() gives way to them
+        self._asking_lock = threading.Lock()
+        # Whisper's words for a clip, by object: a conversation carries its clips every turn, and the safety
+        # gate (app/safety.py) reads them before the cascade does (the readout's: Runtime.readout_ids)
         self._heard = ObjectCache(HEARD_CACHE)
         self.preset: Preset | None = None  # which preset load_default loaded (None: assembled by hand)
 
@@ -125,10 +128,10 @@ class Assistant:
         with self.lock:
             return self._heard_unlocked(clip, mode)
 
-    def _heard_unlocked(self, clip: Audio, mode: Mode) -> str:
+    def _heard_unlocked(self, clip: Audio, mode: Mode, stop: Stop | None = None) -> str:
         if mode == "e2e" and self.model.audio_readout is not None:
-            return self._heard.get(clip, lambda: self.model.audio_words(clip), "readout")
-        return self._heard.get(clip, lambda: self.transcriber.transcribe(clip.wave), "whisper")
+            return self.model.audio_words(clip, self.runtime.readout_ids(clip, stop))  # read once, by the runtime
+        return self._heard.get(clip, lambda: self.transcriber.transcribe(clip.wave, stop), "whisper")
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: list[dict], mode: Mode = "e2e", sampling: SamplingConfig | None = None,
@@ -140,14 +143,18 @@ class Assistant:
         route = self.route(mode)
         self._check_audio_weights(messages, route)
         t0 = time.perf_counter()
-        with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
-            messages = self._as_text(messages, timings, route)
-            self._note_readout(messages[-1], timings, route)
-            embeds = self.runtime.embed(messages)
-            self._check_length(embeds.shape[1], sampling.max_new_tokens)
-            timings.encode_s = time.perf_counter() - t0
-            timings.prompt_tokens = embeds.shape[1]
-            batcher = self.runtime.batcher()
+        self._count_asking(1)
+        try:
+            with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
+                messages = self._as_text(messages, timings, route)
+                self._note_readout(messages[-1], timings, route)
+                embeds = self.runtime.embed(messages)
+                self._check_length(embeds.shape[1], sampling.max_new_tokens)
+                timings.encode_s = time.perf_counter() - t0
+                timings.prompt_tokens = embeds.shape[1]
+                batcher = self.runtime.batcher()
+        finally:
+            self._count_asking(-1)  # from here the batcher knows of the answer (Batcher.warm)
         tok = self.model.tokenizer
         if batcher is not None and batcher.fits(embeds.shape[1], sampling):
             # decoded beside any other conversation generating now (fusion.runtime.batching)
@@ -160,28 +167,41 @@ class Assistant:
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 
+    def _count_asking(self, change: int) -> None:
+        with self._asking_lock:
+            self._asking += change
+
+    def _answer_asked(self) -> bool:
+        return self._asking > 0
+
     def listen(self, messages: list[dict], mode: Mode = "e2e", key: str = "") -> bool:
         """While the last message's recording is still being made: do now, during the speech, what its
         answer will need. The clip so far is heard (the readout's words, or Whisper's on the cascade
         path) and the conversation with it prefilled into a cache slot, so chat() on the finished
         recording computes only the positions after the words that did not change (prefix caching; the
-        tokens are those of a chat without it). The last LISTEN_HOLD_BACK positions are left out: each
-        piece then adds only the words it newly made certain, instead of recomputing the turn's end and
-        its last words every half second on a CPU the speech's hearing also needs. `key` names the
-        recording: a newer piece replaces an older one still waiting. False when there is nothing to do
-        yet (silence so far, no engine)."""
+        tokens are those of a chat without it). Only the turn's end (LISTEN_HOLD_BACK positions) is left
+        out, which follows whatever is said last; the words so far are prefilled even if the next piece reads
+        its last ones differently (the answer then recomputes from the first word that changed): what is
+        left for the answer is the turn's end and the last words, ~6 positions instead of ~25. `key` names the
+        recording: a newer piece replaces an older one still waiting. Answers come first: when chat() is
+        called, hearing a piece stops at the next layer of the encoder (or token of Whisper's decoder), and
+        so does its prefill (fusion.runtime.batching). False when there is nothing to do (silence so far,
+        no engine, an answer on its way)."""
         try:
             validate_conversation(messages, mode)
             route = self.route(mode)
             self._check_audio_weights(messages, route)
+            asked = self._answer_asked
             with self.lock:
-                embeds = self.runtime.embed(self._as_text(messages, Timings(), route))
+                check(asked)
+                embeds = self.runtime.embed(self._as_text(messages, Timings(), route, asked), asked)
                 batcher = self.runtime.batcher()
-        except InputError:  # too little said yet to hear anything: the next piece may have more
+            check(asked)
+        except (InputError, Interrupted):  # too little said yet to hear anything, or an answer is on its way
             return False
         if batcher is None or embeds.shape[1] <= LISTEN_HOLD_BACK + 1:
             return False
-        batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key)
+        batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key, asked)
         return True
 
     def route(self, mode: Mode) -> Route:
@@ -214,7 +234,7 @@ class Assistant:
                              f"answer that exceeds the model's context of {self.context_length}: shorten it or start "
                              f"a new one", "context_length_exceeded")
 
-    def _as_text(self, messages: list[dict], timings: Timings, route: Route) -> list[dict]:
+    def _as_text(self, messages: list[dict], timings: Timings, route: Route, stop: Stop | None = None) -> list[dict]:
         """The parts a route sends as text: a clip becomes its transcript, an image what the encoders know
         about it (fusion/photo_text.py: the same words the e2e readout embeds)."""
         if route.speech == "embeddings" and route.images == "embeddings":
@@ -227,7 +247,7 @@ class Assistant:
             parts = []
             for p in m["content"]:
                 if isinstance(p, Audio) and route.speech == "transcript":
-                    text = self._heard_unlocked(p, "cascade")
+                    text = self._heard_unlocked(p, "cascade", stop)
                     if not text:
                         raise InputError(f"no speech could be made out in {p.name}")
                     timings.notes.append(f"heard: {text}")

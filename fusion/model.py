@@ -24,7 +24,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from encoders.audio import AudioTower
-from encoders.errors import InputError
+from encoders.errors import InputError, Stop, check
 from encoders.faces import FaceDetector
 from encoders.hand_tracking import HandTracker
 from encoders.scene import PhotoFacts, photo_facts
@@ -206,26 +206,34 @@ class OmniModel(nn.Module):
         """Faces the face detector finds in an RGB image (0 without a detector)."""
         return len(self.face_detector(pixels)) if self.face_detector is not None else 0
 
-    def audio_tokens(self, audio: Audio) -> torch.Tensor:
+    def audio_tokens(self, audio: Audio, ids: list[int] | None = None, stop: Stop | None = None) -> torch.Tensor:
         """One clip -> (n, D): the projected windows; with a CTC readout, the decoder's embeddings of the
-        words read from them."""
-        tokens = self._projected_audio(audio)
+        words read from them (`ids`: readout_ids(audio) when the caller has them). `stop`: see
+        encoders.errors.Interrupted."""
         if self.audio_readout is None:
-            return tokens
-        ids = self.audio_readout.token_ids(tokens) or self.tokenizer.encode(NOTHING_HEARD, add_special_tokens=False)
-        return self.decoder.get_input_embeddings()(torch.tensor(ids, device=tokens.device))
+            return self._projected_audio(audio, stop)
+        ids = (ids if ids is not None else self.readout_ids(audio, stop)) or self.tokenizer.encode(NOTHING_HEARD,
+                                                                                            add_special_tokens=False)
+        return self.decoder.get_input_embeddings()(torch.tensor(ids, device=self.device))
 
     @torch.inference_mode()
-    def audio_words(self, audio: Audio) -> str | None:
-        """What the CTC readout reads in a clip, as text (None without a readout): the words the decoder
-        is given on the end-to-end path."""
+    def readout_ids(self, audio: Audio, stop: Stop | None = None) -> list[int] | None:
+        """The decoder token ids the CTC readout reads in a clip (None without a readout)."""
         if self.audio_readout is None:
             return None
-        return self.tokenizer.decode(self.audio_readout.token_ids(self._projected_audio(audio)))
+        projected = self._projected_audio(audio, stop)
+        check(stop)
+        return self.audio_readout.token_ids(projected)
 
-    def _projected_audio(self, audio: Audio) -> torch.Tensor:
+    def audio_words(self, audio: Audio, ids: list[int] | None = None) -> str | None:
+        """What the CTC readout reads in a clip, as text (None without a readout): the words the decoder
+        is given on the end-to-end path (`ids`: readout_ids(audio) when the caller has them)."""
+        ids = ids if ids is not None else self.readout_ids(audio)
+        return None if ids is None else self.tokenizer.decode(ids)
+
+    def _projected_audio(self, audio: Audio, stop: Stop | None = None) -> torch.Tensor:
         """(n, D): each 30 s window projected on its own, joined in time order."""
-        windows = self.audio_tower.encode(audio.wave, self.config.audio_pad_to_window)
+        windows = self.audio_tower.encode(audio.wave, self.config.audio_pad_to_window, stop)
         return torch.cat([self.audio_projector(w) for w in windows])
 
     def media_tokens(self, part: Image | Audio) -> torch.Tensor:

@@ -75,7 +75,7 @@ def test_a_warm_up_prefills_the_spoken_beginning_and_changes_no_token(tiny_decod
         cold = list(generate_tokens(tiny_decoder, full, set(), config, StaticEngine(tiny_decoder, max_len=64)))
     engine = StaticEngine(tiny_decoder, max_len=64, slots=2)
     computed, forward = [], engine.forward
-    engine.forward = lambda x, slot=0: (computed.append(x.shape[1]), forward(x, slot))[1]
+    engine.forward = lambda x, slot=0, stop=None: (computed.append(x.shape[1]), forward(x, slot, stop))[1]
     batcher = Batcher(engine, set())
     batcher.warm(partial, "recording")
     _until(lambda: batcher.warmed == 1)
@@ -87,14 +87,14 @@ def test_a_warm_up_prefills_the_spoken_beginning_and_changes_no_token(tiny_decod
 
 def test_a_newer_warm_up_of_the_same_recording_replaces_one_still_waiting(tiny_decoder):
     engine = StaticEngine(tiny_decoder, max_len=64, slots=1)
-    release, prefill, seen = threading.Event(), engine.prefill, []
+    release, warm, seen = threading.Event(), engine.warm, []
 
-    def slow_prefill(embeds, slot=0):
+    def slow_warm(embeds, slot=0, stop=lambda: False):
         seen.append(embeds.shape[1])
         release.wait(20)
-        return prefill(embeds, slot)
+        return warm(embeds, slot, stop)
 
-    engine.prefill = slow_prefill
+    engine.warm = slow_warm
     batcher = Batcher(engine, set())
     pieces = prompts(tiny_decoder, [3, 5, 7, 9])
     batcher.warm(pieces[0], "a")
@@ -105,3 +105,45 @@ def test_a_newer_warm_up_of_the_same_recording_replaces_one_still_waiting(tiny_d
     release.set()
     _until(lambda: batcher.warmed == 3)
     assert seen == [3, 7, 9]
+
+
+def test_answers_come_first_a_warm_up_waiting_is_dropped_and_one_running_gives_way(tiny_decoder):
+    """A recording's last piece must not delay its answer: with one slot, the answer asked for while a warm-up
+    is prefilled stops it at the next layer, the warm-up waiting behind it is never computed, and the answer's
+    tokens are those it gets cold."""
+    full, piece, other = prompts(tiny_decoder, [14, 10, 6], seed=5)
+    config = SamplingConfig(max_new_tokens=6)
+    with torch.inference_mode():
+        cold = list(generate_tokens(tiny_decoder, full, set(), config, StaticEngine(tiny_decoder, max_len=64)))
+    engine = StaticEngine(tiny_decoder, max_len=64, slots=1)
+    running, warm, seen, gave_way = threading.Event(), engine.warm, [], []
+
+    def warm_until_asked(embeds, slot=0, stop=lambda: False):
+        seen.append(embeds.shape[1])
+        running.set()
+        _until(stop)  # holds the worker until the answer is asked for
+        gave_way.append(not warm(embeds, slot, stop))
+        return not gave_way[-1]
+
+    engine.warm = warm_until_asked
+    batcher = Batcher(engine, set())
+    batcher.warm(piece, "a")
+    _until(running.is_set)
+    batcher.warm(other, "b")  # waits behind the first
+    assert list(batcher.generate(full, config)) == cold
+    assert seen == [10] and gave_way == [True] and batcher.warmed == 0
+
+
+def test_a_stopped_warm_up_keeps_only_what_the_slot_reused(tiny_decoder):
+    """engine.warm asked to stop after some layers leaves the slot's cache as it was: the next prefill
+    recomputes the rows the stopped layers wrote and its logits are those of a cold prefill."""
+    full = prompts(tiny_decoder, [12], seed=6)[0]
+    with torch.inference_mode():
+        want = StaticEngine(tiny_decoder, max_len=64).prefill(full)
+        engine = StaticEngine(tiny_decoder, max_len=64)
+        engine.prefill(full[:, :4])
+        asked = []
+        # the same rows as the prompt: a slot that trusted them after the stop would reuse a half-built cache
+        assert not engine.warm(full[:, :9], 0, lambda: asked.append(1) or len(asked) > 1)  # one layer, then stop
+        assert engine.lengths[0] == 4
+        assert torch.allclose(engine.prefill(full), want, atol=1e-5)

@@ -19,7 +19,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -39,6 +39,7 @@ class _Request:
     last: int = -1
     cancelled: bool = False
     warm: str | None = None  # a warm-up (Batcher.warm): prefilled, never decoded; its stream's key
+    stop: Callable[[], bool] = lambda: False  # a warm-up's: give way now (asked before each layer)
 
 
 class Batcher:
@@ -53,6 +54,7 @@ class Batcher:
         self.rows = 0
         self.warmed = 0  # warm-ups prefilled
         self._busy = False  # the worker is prefilling or decoding outside the lock
+        self._answers_waiting = 0  # requests to answer submitted and not yet admitted: a warm-up gives way
 
     def idle(self) -> bool:
         """Nothing waiting or generating: the engine may be used directly (benchmarks, tests)."""
@@ -80,15 +82,16 @@ class Batcher:
         finally:
             request.cancelled = True  # read no further: the worker frees the slot
 
-    def warm(self, embeds: torch.Tensor, key: str = "") -> None:
+    def warm(self, embeds: torch.Tensor, key: str = "", stop: Callable[[], bool] = lambda: False) -> None:
         """Prefill (1, L, D) embeddings into a free slot without generating, and return at once: the
         beginning of a prompt still being spoken. The request that follows with the same beginning finds
         those positions in the cache (prefix caching) and computes only the rest. A newer warm-up with the
         same `key` (the next piece of the same recording) replaces one still waiting; one that does not
-        fit the cache is dropped."""
+        fit the cache is dropped. Answers come first: a warm-up still waiting when one is asked for is
+        dropped, and one being prefilled stops at the next layer when one is, or when `stop()` says so."""
         if embeds.shape[1] >= self.engine.max_len:
             return
-        self._submit(_Request(embeds.detach(), SamplingConfig(max_new_tokens=1), None, warm=key))
+        self._submit(_Request(embeds.detach(), SamplingConfig(max_new_tokens=1), None, warm=key, stop=stop))
 
     def _submit(self, request: _Request) -> None:
         """Queue a request for the worker (started if it is not running); a warm-up replaces a waiting
@@ -97,6 +100,8 @@ class Batcher:
             if request.warm is not None:
                 for stale in [r for r in self._pending if r.warm == request.warm]:
                     self._pending.remove(stale)
+            else:
+                self._answers_waiting += 1
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="pocket-omni-decode", daemon=True)
@@ -112,8 +117,13 @@ class Batcher:
                     self._wake.wait()
                 admit = []
                 free = [s for s in range(self.engine.slots) if s not in self._active]
+                # answers come first: warm-ups still waiting would delay them (and a recording's own answer
+                # reuses what its earlier pieces warmed)
+                if self._answers_waiting:
+                    self._pending = deque(r for r in self._pending if r.warm is None)
                 while self._pending and free:
                     request = self._pending.popleft()
+                    self._answers_waiting -= request.warm is None
                     # the free slot whose cache already holds most of this prompt (a conversation's
                     # earlier turns, or at least the system prompt): prefix caching
                     slot = max(free, key=lambda s: self.engine.reusable(request.embeds, s))
@@ -124,10 +134,12 @@ class Batcher:
                 if request.cancelled:
                     continue
                 try:
-                    logits = self.engine.prefill(request.embeds, slot)
                     if request.warm is None:
-                        self._emit(slot, request, logits)
-                    self.warmed += request.warm is not None
+                        self._emit(slot, request, self.engine.prefill(request.embeds, slot))
+                    else:
+                        give_way = request.stop
+                        self.warmed += self.engine.warm(request.embeds, slot,
+                                                        lambda: self._answers_waiting > 0 or give_way())
                 except Exception as err:  # a bad request fails alone
                     request.out.put(err)
             for slot in [s for s, r in self._active.items() if r.cancelled]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -250,9 +251,10 @@ class StaticEngine:
         return self._rms, silu_mul, lambda m, t, residual=None: m(t) if residual is None else residual + m(t)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, slot: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, slot: int = 0, stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
         """(1, T, D) embeddings of the next T positions -> (1, T, D) final hidden states; the slot's cache
-        grows by T. Up to PREFILL_HALF_ROWS rows go through the float16 weights (with the C++ ops)."""
+        grows by T. Up to PREFILL_HALF_ROWS rows go through the float16 weights (with the C++ ops). None,
+        the cache as it was, when `stop` (asked before each layer) says so."""
         t = x.shape[1]
         start, end = self.lengths[slot], self.lengths[slot] + t
         if end > self.max_len:
@@ -262,6 +264,8 @@ class StaticEngine:
         h, kh, d = self.heads, self.kv_heads, self.head_dim
         x = x[0].contiguous()  # (T, D)
         for i, layer in enumerate(self.layers):
+            if stop is not None and stop():
+                return None  # lengths[slot] is still `start`: the rows written for layers before are not trusted
             qkv = product(layer.qkv, rms(x, layer.ln1))  # (T, (h + 2kh) d)
             qk, v = qkv.view(1, t, h + 2 * kh, d).transpose(1, 2).split([h + kh, kh], dim=1)
             q, k = self._rotate(qk, cos, sin).split([h, kh], dim=1)  # queries and keys rotated in one go
@@ -291,15 +295,25 @@ class StaticEngine:
         """(1, L, D) prompt embeddings (a new conversation, or the next turn of one) -> (V,) logits at the
         last position. Positions whose inputs match what the slot's cache was built from are reused
         (prefix caching), the rest computed."""
+        hidden = self._fill(embeds, slot)
+        product = self._products(half=hidden.shape[1] <= PREFILL_HALF_ROWS)[2]
+        return product(self.lm_head, hidden[0, -1:].contiguous())[0]
+
+    @torch.inference_mode()
+    def warm(self, embeds: torch.Tensor, slot: int = 0, stop: Callable[[], bool] = lambda: False) -> bool:
+        """prefill() without the logits: the beginning of a prompt that is still being made. `stop` is asked
+        before each layer; when it says so the slot keeps only the positions it reused (False), or all it
+        had when it is asked at once."""
+        return not stop() and self._fill(embeds, slot, stop) is not None
+
+    def _fill(self, embeds: torch.Tensor, slot: int, stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
         embeds = embeds.to(self.dtype)
         if embeds.shape[1] > self.max_len:
             raise ValueError(f"the conversation ({embeds.shape[1]} tokens) is longer than the engine's cache "
                              f"({self.max_len})")
         self.lengths[slot] = self.reusable(embeds, slot)
         self.fed[slot, self.lengths[slot]:embeds.shape[1]] = embeds[0, self.lengths[slot]:]
-        rows = embeds.shape[1] - self.lengths[slot]
-        hidden = self.forward(embeds[:, self.lengths[slot]:], slot)
-        return self._products(half=rows <= PREFILL_HALF_ROWS)[2](self.lm_head, hidden[0, -1:].contiguous())[0]
+        return self.forward(embeds[:, self.lengths[slot]:], slot, stop)
 
     def embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (n,) -> their input embeddings (n, D)."""

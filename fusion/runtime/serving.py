@@ -12,11 +12,12 @@ from typing import Literal
 
 import torch
 
+from encoders.errors import Stop
 from encoders.scene import PhotoFacts
 from fusion.cache import ObjectCache
 from fusion.gguf_decoder import GGUFDecoder
 from fusion.model import OmniModel, VisionOutputs
-from fusion.prompt import Image, media_parts
+from fusion.prompt import Audio, Image, media_parts
 from fusion.runtime.batching import Batcher
 from fusion.runtime.engine import StaticEngine
 from fusion.runtime.quant_engine import QuantEngine
@@ -103,17 +104,24 @@ class Runtime:
     def photo_facts(self, image: Image) -> PhotoFacts:
         return self.media_cache.get(image, lambda: self.model.photo_facts(image, self.vision_outputs(image)), "facts")
 
-    def media_tokens(self, part) -> torch.Tensor:
-        """Projected tokens of one image or clip, computed once per object (inference only)."""
+    def media_tokens(self, part, stop: Stop | None = None) -> torch.Tensor:
+        """Projected tokens of one image or clip, computed once per object (inference only). `stop`:
+        asked during a clip's hearing (encoders.errors.Interrupted)."""
 
         @torch.inference_mode()
         def compute() -> torch.Tensor:
             if isinstance(part, Image):
                 return self.model.image_tokens(part, self.vision_outputs(part), lambda: self.photo_facts(part))
-            return self.model.audio_tokens(part)
+            return self.model.audio_tokens(part, self.readout_ids(part, stop), stop)
 
         return self.media_cache.get(part, compute, ("tokens", self.model.projectors_loaded))
 
-    def embed(self, messages: list[dict]) -> torch.Tensor:
+    def readout_ids(self, clip: Audio, stop: Stop | None = None) -> list[int] | None:
+        """The CTC readout's token ids for a clip (None without a readout), read once per object: the
+        e2e path embeds them and shows them as the words heard."""
+        tag = ("readout", self.model.projectors_loaded)
+        return self.media_cache.get(clip, lambda: self.model.readout_ids(clip, stop), tag)
+
+    def embed(self, messages: list[dict], stop: Stop | None = None) -> torch.Tensor:
         """The model's embed_conversation with each image and clip encoded once."""
-        return self.model.embed_conversation(messages, [self.media_tokens(p) for p in media_parts(messages)])
+        return self.model.embed_conversation(messages, [self.media_tokens(p, stop) for p in media_parts(messages)])
