@@ -188,7 +188,7 @@ def test_an_api_key_is_required_when_configured():
 
 
 def test_listen_hands_the_recording_so_far_to_the_assistant_and_answers_nothing(server, holder):
-    """POST /v1/pocket/listen (the Spoken tab sends the recording so far every half second)."""
+    """POST /v1/pocket/listen (a client sends the recording so far every half second while it records)."""
     body = {"model": "pocket-e2e", "recording": "r1",
             "messages": [{"role": "user", "content": [{"type": "input_audio",
                                                        "input_audio": {"data": wav_b64(1.5), "format": "wav"}}]}]}
