@@ -2,7 +2,7 @@
 e2e beside the cascade, with and without listening, and through the safety gate.
 
 Listening is what a client of POST /v1/pocket/listen does while the microphone records (the page does
-not: on this CPU it measured slower, README "Listening"): every LISTEN_EVERY seconds the recording so far
+not; README "Listening"): every LISTEN_EVERY seconds the recording so far
 goes to Assistant.listen, which hears it (the readout's words, or Whisper's) and prefills
 the conversation with it, so the answer to the finished recording computes only what changed. Here each
 question is played in real time: a thread hands the pieces to listen() on the clock, as the microphone

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -50,7 +51,7 @@ class Assistant:
         self.runtime = Runtime(model, runtime)
         self.transcriber = transcriber
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
-        self._asking = 0  # chat() calls encoding their turn: listen() gives way to them
+        self._askers = 0  # chat() and heard() calls reading a turn for an answer: listen() gives way to them
         self._asking_lock = threading.Lock()
         # Whisper's words for a clip, by object: a conversation carries its clips every turn, and the safety
         # gate (app/safety.py) reads them before the cascade does (the readout's: Runtime.readout_ids)
@@ -124,8 +125,9 @@ class Assistant:
 
     def heard(self, clip: Audio, mode: Mode) -> str:
         """The words of a clip as this mode hands them to the decoder: the CTC readout's words on the e2e
-        path (Whisper's transcript without a readout), Whisper's transcript otherwise. Computed once per clip."""
-        with self.lock:
+        path (Whisper's transcript without a readout), Whisper's transcript otherwise. Computed once per clip.
+        For an answer (the safety gate reads them first): listen() gives way."""
+        with self._asking(), self.lock:
             return self._heard_unlocked(clip, mode)
 
     def _heard_unlocked(self, clip: Audio, mode: Mode, stop: Stop | None = None) -> str:
@@ -143,8 +145,7 @@ class Assistant:
         route = self.route(mode)
         self._check_audio_weights(messages, route)
         t0 = time.perf_counter()
-        self._count_asking(1)
-        try:
+        with self._asking():  # until the batcher knows of the answer (Batcher.answering)
             with self.lock:  # the towers, the media cache and the transcriber are used one request at a time
                 messages = self._as_text(messages, timings, route)
                 self._note_readout(messages[-1], timings, route)
@@ -153,13 +154,12 @@ class Assistant:
                 timings.encode_s = time.perf_counter() - t0
                 timings.prompt_tokens = embeds.shape[1]
                 batcher = self.runtime.batcher()
-        finally:
-            self._count_asking(-1)  # from here the batcher knows of the answer (Batcher.warm)
-        tok = self.model.tokenizer
-        if batcher is not None and batcher.fits(embeds.shape[1], sampling):
+            fits = batcher is not None and batcher.fits(embeds.shape[1], sampling)
             # decoded beside any other conversation generating now (fusion.runtime.batching)
-            yield from stream_text(tok, batcher.generate(embeds, sampling), sampling.stop, timings, t0,
-                                   sampling.repeat_ngram)
+            tokens = batcher.generate(embeds, sampling) if fits else None
+        tok = self.model.tokenizer
+        if tokens is not None:
+            yield from stream_text(tok, tokens, sampling.stop, timings, t0, sampling.repeat_ngram)
         else:
             with self.lock:  # transformers' forward with a dynamic cache: a long conversation, or no engine
                 tokens = generate_tokens(self.model.decoder, embeds, self.model.eos_ids, sampling)
@@ -167,12 +167,20 @@ class Assistant:
         timings.total_s = time.perf_counter() - t0
         timings.hit_max_tokens = timings.new_tokens >= sampling.max_new_tokens
 
-    def _count_asking(self, change: int) -> None:
+    @contextmanager
+    def _asking(self) -> Iterator[None]:
+        """While an answer's words are read (the gate's reading too) and its prompt built and queued."""
         with self._asking_lock:
-            self._asking += change
+            self._askers += 1
+        try:
+            yield
+        finally:
+            with self._asking_lock:
+                self._askers -= 1
 
     def _answer_asked(self) -> bool:
-        return self._asking > 0
+        """listen()'s `stop`: an answer is being encoded, or waits for the decoder or is prefilled."""
+        return self._askers > 0 or self.runtime.answering()
 
     def listen(self, messages: list[dict], mode: Mode = "e2e", key: str = "") -> bool:
         """While the last message's recording is still being made: do now, during the speech, what its
@@ -182,11 +190,12 @@ class Assistant:
         tokens are those of a chat without it). Only the turn's end (LISTEN_HOLD_BACK positions) is left
         out, which follows whatever is said last; the words so far are prefilled even if the next piece reads
         its last ones differently (the answer then recomputes from the first word that changed): what is
-        left for the answer is the turn's end and the last words, ~6 positions instead of ~25. `key` names the
-        recording: a newer piece replaces an older one still waiting. Answers come first: when chat() is
-        called, hearing a piece stops at the next layer of the encoder (or token of Whisper's decoder), and
-        so does its prefill (fusion.runtime.batching). False when there is nothing to do (silence so far,
-        no engine, an answer on its way)."""
+        left for the answer is the turn's end and the words that changed (6-19 positions measured on
+        `bench listen`'s questions, against ~16 cold). `key` names the recording: a newer piece replaces an
+        older one still waiting. Answers come first: when chat() or heard() reads a turn for an answer, or
+        the decoder is queued or prefilling one, hearing a piece stops at the next layer of the encoder (or
+        token of Whisper's decoder; the readout's search, ~10 ms, is not cut), and so does its prefill.
+        False when there is nothing to do (silence so far, no engine, an answer on its way)."""
         try:
             validate_conversation(messages, mode)
             route = self.route(mode)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.readout_lm import TokenTrigram, beam_search
+from fusion.runtime import cpu_ops
 
 BEAM_CLASSES = 16  # the beam search extends each frame's 16 best classes (32 read the same held-out clips)
 
@@ -190,8 +191,7 @@ class CTCReadout(nn.Module):
         """rows() normalised, without grad (the decoder's table is frozen), the one copy kept while the
         vocabulary, the table, the device and the dtype stay: a Qwen vocabulary of 28,074 rows is 172 MB to
         gather (or dequantize) and normalise, which would otherwise be done for every clip."""
-        weight = getattr(self._embeddings[0], "weight", None)
-        key = (self.vocab.shape[0], id(weight), getattr(weight, "_version", None), self.blank.device, self.blank.dtype)
+        key = self._unit_key_now()
         if getattr(self, "_unit_key", None) != key:
             self._unit = None  # the old copy goes before the new one is made
             with torch.no_grad():
@@ -199,11 +199,31 @@ class CTCReadout(nn.Module):
             self._unit_key = key
         return self._unit
 
+    def _unit_key_now(self) -> tuple:
+        """What the normalised rows depend on: the vocabulary, the table, the device and the dtype."""
+        weight = getattr(self._embeddings[0], "weight", None)
+        return self.vocab.shape[0], id(weight), getattr(weight, "_version", None), self.blank.device, self.blank.dtype
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(n, D) projected tokens -> (n, 1 + V) class logits, class 0 the blank."""
         x = F.normalize(x, dim=-1)
         blank = x @ F.normalize(self.blank, dim=0)[:, None]
-        return self.log_scale.exp() * torch.cat([blank, x @ self._unit_rows().T], dim=-1)
+        return self.log_scale.exp() * torch.cat([blank, self._cosines(x)], dim=-1)
+
+    def _cosines(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, D) unit rows -> (n, V) cosines with the vocabulary. Reading (no grad, float32 on a CPU with the
+        C++ ops) goes through float16 copies of the unit rows and the decode engine's product: 47 ms instead
+        of 113 for a 5 s clip over Qwen's 28,074 rows, and half the memory; training through float32."""
+        ops = cpu_ops.load() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        if ops is None or torch.is_grad_enabled():
+            return x @ self._unit_rows().T
+        key = self._unit_key_now()
+        if getattr(self, "_packed_key", None) != key:
+            self._packed = None
+            self._packed = ops.pack_half(self._unit_rows())
+            self._packed_key = key
+            self._unit, self._unit_key = None, None  # reading keeps only the float16 copy
+        return ops.gemv_half(x.contiguous(), self._packed, self.vocab.shape[0], None)
 
     def token_ids(self, x: torch.Tensor) -> list[int]:
         """(n, D) -> the decoder token ids read (possibly none): the beam search with the readout's language

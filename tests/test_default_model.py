@@ -264,13 +264,14 @@ def test_auto_mode_transcribes_speech_and_tells_photos_as_text(assistant, tmp_pa
 
 
 def test_listening_while_a_question_is_spoken_prefills_it_and_changes_no_word(assistant, tmp_path, monkeypatch):
-    """Assistant.listen on the recording so far (the Spoken tab's microphone pieces): the answer to the
+    """Assistant.listen on the recording so far (an API client's microphone pieces): the answer to the
     finished recording is word for word the one without it, and its prefill computes only the positions
     after what was heard and did not change."""
     wave = load_audio(espeak("Which city is the capital of France?", tmp_path / "q.wav"))
     engine, batcher = assistant.runtime.engine(), assistant.runtime.batcher()
     computed, forward = [], engine.forward
-    monkeypatch.setattr(engine, "forward", lambda x, slot=0: (computed.append(x.shape[1]), forward(x, slot))[1])
+    monkeypatch.setattr(engine, "forward",
+                        lambda x, slot=0, stop=None: (computed.append(x.shape[1]), forward(x, slot, stop))[1])
     for mode in ("e2e", "cascade"):
         assistant.runtime.forget_conversations()
         computed.clear()

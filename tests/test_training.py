@@ -180,60 +180,21 @@ def test_audio_tokens_with_a_readout_are_the_decoders_embeddings_of_the_words_re
         assert torch.equal(ctc_model.audio_tokens(Audio(wave)), table[nothing])
 
 
-def test_an_e2e_answer_reads_a_clip_once_and_shows_the_words_it_embedded(ctc_model, monkeypatch):
-    """The page's "heard" note and the decoder's tokens come from one reading (it was two: 0.25 s of a
-    1.5B's first token)."""
-    from fusion.assistant import Assistant
-    from fusion.prompt import Audio
-    from fusion.runtime.generate import SamplingConfig, Timings
-    from fusion.runtime.serving import RuntimeConfig
+def test_reading_through_float16_rows_gives_the_float32_logits_and_keeps_one_copy(ctc_model):
+    """CTCReadout reads (no grad) through float16 copies of the unit rows and the engine's C++ product, and
+    trains through float32: the logits agree to float16 rounding, and reading drops the float32 copy."""
+    from fusion.runtime import cpu_ops
 
-    readout = ctc_model.new_audio_readout(torch.tensor([5, 7, 9]))
-    ctc_model.trained = {"audio"}
-    reads = []
-    monkeypatch.setattr(readout, "token_ids", lambda x: reads.append(x.shape) or [9, 5, 9])
-    bot = Assistant(ctc_model, transcriber=None, runtime=RuntimeConfig(decode_engine="hf"))
-    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
-    messages = [{"role": "user", "content": [Audio(wave, "question")]}]
-    timings = Timings()
-    list(bot.chat(messages, "e2e", SamplingConfig(max_new_tokens=2), timings))
-    list(bot.chat(messages, "e2e", SamplingConfig(max_new_tokens=2)))  # the next turn carries the same clip
-    assert len(reads) == 1
-    assert timings.notes == [f"heard (e2e readout): {ctc_model.tokenizer.decode([9, 5, 9])}"]
-
-
-def test_hearing_a_recording_still_being_made_gives_way_to_an_answer(ctc_model, monkeypatch):
-    """Assistant.listen is speculative: when chat() is called while it hears a piece, the encoder stops at its
-    next layer, nothing of the piece is kept, and the answer's own reading runs at once."""
-    from fusion.assistant import Assistant
-    from fusion.prompt import Audio
-    from fusion.runtime.generate import SamplingConfig
-    from fusion.runtime.serving import RuntimeConfig
-
-    readout = ctc_model.new_audio_readout(torch.tensor([5, 7, 9]))
-    ctc_model.trained = {"audio"}
-    reads, layers = [], []
-    monkeypatch.setattr(readout, "token_ids", lambda x: reads.append(x.shape) or [9, 5, 9])
-    bot = Assistant(ctc_model, transcriber=None, runtime=RuntimeConfig(max_len=64, slots=1))
-    rng = np.random.default_rng(1)
-    piece, clip = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 16000))
-    assert bot.listen([{"role": "user", "content": [Audio(piece, "so far")]}], "e2e", "rec")
-    assert len(reads) == 1
-
-    first_layer = ctc_model.audio_tower.encoder.layers[0]
-    hook = first_layer.register_forward_hook(lambda *_: layers.append(1) or bot._count_asking(1))  # chat() comes
-    try:
-        assert not bot.listen([{"role": "user", "content": [Audio(clip, "more")]}], "e2e", "rec")
-    finally:
-        hook.remove()
-        bot._count_asking(-1)
-    assert layers == [1] and len(reads) == 1  # one encoder layer ran, then it gave way: no reading
-    bot._count_asking(1)
-    assert not bot.listen([{"role": "user", "content": [Audio(piece, "again")]}], "e2e", "rec")  # not even begun
-    bot._count_asking(-1)
-    assert layers == [1] and len(reads) == 1
-    done = [{"role": "user", "content": [Audio(clip, "done")]}]
-    assert list(bot.chat(done, "e2e", SamplingConfig(max_new_tokens=2))) and len(reads) == 2
+    if cpu_ops.load() is None:
+        pytest.skip(f"C++ ops not built: {cpu_ops.unavailable_reason()}")
+    readout = ctc_model.new_audio_readout(torch.arange(3, ctc_model.decoder.config.vocab_size))
+    x = torch.randn(12, readout.blank.shape[0])
+    with torch.enable_grad():
+        want = readout.logits(x)  # training's path
+    with torch.inference_mode():
+        got = readout.logits(x)
+    assert torch.allclose(got, want.detach(), atol=2e-3 * readout.log_scale.detach().exp().item())
+    assert readout._unit is None and readout._packed is not None
 
 
 def test_greedy_ctc_merges_repeats_and_drops_blanks():

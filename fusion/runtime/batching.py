@@ -19,10 +19,11 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
+from encoders.errors import Stop
 from fusion.runtime.generate import SamplingConfig, sample
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class _Request:
     last: int = -1
     cancelled: bool = False
     warm: str | None = None  # a warm-up (Batcher.warm): prefilled, never decoded; its stream's key
-    stop: Callable[[], bool] = lambda: False  # a warm-up's: give way now (asked before each layer)
+    stop: Stop = lambda: False  # a warm-up's: give way now (asked before each layer)
 
 
 class Batcher:
@@ -55,6 +56,7 @@ class Batcher:
         self.warmed = 0  # warm-ups prefilled
         self._busy = False  # the worker is prefilling or decoding outside the lock
         self._answers_waiting = 0  # requests to answer submitted and not yet admitted: a warm-up gives way
+        self._prefilling_answer = False  # and while one is prefilled
 
     def idle(self) -> bool:
         """Nothing waiting or generating: the engine may be used directly (benchmarks, tests)."""
@@ -64,13 +66,22 @@ class Batcher:
     def fits(self, prompt_len: int, config: SamplingConfig) -> bool:
         return prompt_len + config.max_new_tokens <= self.engine.max_len
 
+    def answering(self) -> bool:
+        """An answer is waiting for a slot or being prefilled: warm-ups, and hearing, give way to it."""
+        return self._answers_waiting > 0 or self._prefilling_answer
+
     def generate(self, embeds: torch.Tensor, config: SamplingConfig) -> Iterator[int]:
-        """(1, L, D) prompt embeddings -> new token ids until EOS or max_new_tokens."""
+        """(1, L, D) prompt embeddings -> new token ids until EOS or max_new_tokens. The request is queued
+        now, before its tokens are read (answering() is true from here)."""
         if not self.fits(embeds.shape[1], config):
             raise ValueError(f"{embeds.shape[1]} + {config.max_new_tokens} tokens exceed the cache ({self.engine.max_len})")
         generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         request = _Request(embeds.detach(), config, generator)
         self._submit(request)
+        return self._read(request)
+
+    @staticmethod
+    def _read(request: _Request) -> Iterator[int]:
         try:
             while True:
                 item = request.out.get()
@@ -82,7 +93,7 @@ class Batcher:
         finally:
             request.cancelled = True  # read no further: the worker frees the slot
 
-    def warm(self, embeds: torch.Tensor, key: str = "", stop: Callable[[], bool] = lambda: False) -> None:
+    def warm(self, embeds: torch.Tensor, key: str = "", stop: Stop = lambda: False) -> None:
         """Prefill (1, L, D) embeddings into a free slot without generating, and return at once: the
         beginning of a prompt still being spoken. The request that follows with the same beginning finds
         those positions in the cache (prefix caching) and computes only the rest. A newer warm-up with the
@@ -135,6 +146,7 @@ class Batcher:
                     continue
                 try:
                     if request.warm is None:
+                        self._prefilling_answer = True
                         self._emit(slot, request, self.engine.prefill(request.embeds, slot))
                     else:
                         give_way = request.stop
@@ -142,6 +154,8 @@ class Batcher:
                                                         lambda: self._answers_waiting > 0 or give_way())
                 except Exception as err:  # a bad request fails alone
                     request.out.put(err)
+                finally:
+                    self._prefilling_answer = False
             for slot in [s for s, r in self._active.items() if r.cancelled]:
                 del self._active[slot]
             if not self._active:

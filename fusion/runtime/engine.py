@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders.errors import Stop
 from fusion.runtime import attention, cpu_ops
 
 # prefills of up to this many new rows use the float16 weights and the C++ product (with the ops
@@ -251,7 +251,7 @@ class StaticEngine:
         return self._rms, silu_mul, lambda m, t, residual=None: m(t) if residual is None else residual + m(t)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, slot: int = 0, stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
+    def forward(self, x: torch.Tensor, slot: int = 0, stop: Stop | None = None) -> torch.Tensor | None:
         """(1, T, D) embeddings of the next T positions -> (1, T, D) final hidden states; the slot's cache
         grows by T. Up to PREFILL_HALF_ROWS rows go through the float16 weights (with the C++ ops). None,
         the cache as it was, when `stop` (asked before each layer) says so."""
@@ -300,13 +300,13 @@ class StaticEngine:
         return product(self.lm_head, hidden[0, -1:].contiguous())[0]
 
     @torch.inference_mode()
-    def warm(self, embeds: torch.Tensor, slot: int = 0, stop: Callable[[], bool] = lambda: False) -> bool:
+    def warm(self, embeds: torch.Tensor, slot: int = 0, stop: Stop = lambda: False) -> bool:
         """prefill() without the logits: the beginning of a prompt that is still being made. `stop` is asked
         before each layer; when it says so the slot keeps only the positions it reused (False), or all it
         had when it is asked at once."""
         return not stop() and self._fill(embeds, slot, stop) is not None
 
-    def _fill(self, embeds: torch.Tensor, slot: int, stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
+    def _fill(self, embeds: torch.Tensor, slot: int, stop: Stop | None = None) -> torch.Tensor | None:
         embeds = embeds.to(self.dtype)
         if embeds.shape[1] > self.max_len:
             raise ValueError(f"the conversation ({embeds.shape[1]} tokens) is longer than the engine's cache "

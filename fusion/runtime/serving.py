@@ -23,7 +23,7 @@ from fusion.runtime.engine import StaticEngine
 from fusion.runtime.quant_engine import QuantEngine
 
 log = logging.getLogger(__name__)
-MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs and its tokens are one each
+MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs, facts and tokens are one each, a clip's reading one
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class Runtime:
             self._batcher = Batcher(engine, self.model.eos_ids)
         return self._batcher
 
+    def answering(self) -> bool:
+        """An answer waits for the decoder or is being prefilled (Batcher.answering)."""
+        return self._batcher is not None and self._batcher.answering()
+
     def forget_conversations(self) -> None:
         """Every cache slot keeps only the system prompt and the user turn's start, as a server that has
         answered other questions holds (benchmarks and tests: no trial reuses another's words). Waits for
@@ -114,6 +118,8 @@ class Runtime:
                 return self.model.image_tokens(part, self.vision_outputs(part), lambda: self.photo_facts(part))
             return self.model.audio_tokens(part, self.readout_ids(part, stop), stop)
 
+        if isinstance(part, Audio) and self.model.audio_readout is not None:
+            return compute()  # an embedding lookup of the cached reading: one cache entry per clip, not two
         return self.media_cache.get(part, compute, ("tokens", self.model.projectors_loaded))
 
     def readout_ids(self, clip: Audio, stop: Stop | None = None) -> list[int] | None:
