@@ -2,6 +2,7 @@
 those it gets alone, whatever runs beside it; a reader that stops frees its slot."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -57,8 +58,6 @@ def test_a_reader_that_stops_frees_its_slot_and_eos_ends_a_conversation(tiny_dec
 
 
 def _until(condition, seconds=20.0):
-    import time
-
     end = time.monotonic() + seconds
     while not condition() and time.monotonic() < end:
         time.sleep(0.01)
@@ -148,3 +147,20 @@ def test_a_stopped_warm_up_keeps_only_what_the_slot_reused(tiny_decoder):
         assert not engine.warm(full[:, :9], 0, lambda: asked.append(1) or len(asked) > 2)
         assert engine.lengths[0] == 4
         assert torch.allclose(engine.prefill(full), want, atol=1e-5)
+
+
+def test_closing_stops_the_worker_after_its_step_and_ends_its_readers(tiny_decoder):
+    """Batcher.close (registered at exit): a process that ended while the worker was inside a step aborted
+    ("terminate called without an active exception"); now the worker returns after the step, a reader's
+    stream ends, and nothing more is taken."""
+    engine = StaticEngine(tiny_decoder, max_len=64, slots=1)
+    step = engine.decode_batch
+    engine.decode_batch = lambda tokens, slots: (time.sleep(0.01), step(tokens, slots))[1]  # 0.5 s for 50
+    batcher = Batcher(engine, set())
+    stream = batcher.generate(prompts(tiny_decoder, [4])[0], SamplingConfig(max_new_tokens=50))
+    first = next(stream)
+    batcher.close()
+    assert not batcher._thread.is_alive()
+    assert len([first, *stream]) < 50
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.generate(prompts(tiny_decoder, [3])[0], SamplingConfig(max_new_tokens=2))

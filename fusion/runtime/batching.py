@@ -14,6 +14,7 @@ at the next step. Tokens are the same as decoding each conversation alone (tests
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -57,6 +58,7 @@ class Batcher:
         self._busy = False  # the worker is prefilling or decoding outside the lock
         self._answers_waiting = 0  # requests to answer submitted and not yet admitted: a warm-up gives way
         self._prefilling_answer = False  # and while one is prefilled
+        self._closing = False  # close(): the worker stops after its step
 
     def idle(self) -> bool:
         """Nothing waiting or generating: the engine may be used directly (benchmarks, tests)."""
@@ -108,6 +110,8 @@ class Batcher:
         """Queue a request for the worker (started if it is not running); a warm-up replaces a waiting
         warm-up of the same key."""
         with self._wake:
+            if self._closing:
+                raise RuntimeError("the decoder's batcher is closed (the process is exiting)")
             if request.warm is not None:
                 for stale in [r for r in self._pending if r.warm == request.warm]:
                     self._pending.remove(stale)
@@ -115,17 +119,35 @@ class Batcher:
                 self._answers_waiting += 1
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:
+                    atexit.register(self.close)
                 self._thread = threading.Thread(target=self._run, name="pocket-omni-decode", daemon=True)
                 self._thread.start()
             self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the worker after the step it is in (run at exit: a process that ended mid-step, its thread
+        inside the C++ ops, aborted with "terminate called without an active exception"). Requests still
+        running or waiting end where they are."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
 
     # -- the worker ------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._wake:
                 self._busy = False
-                while not self._pending and not self._active:
+                while not self._pending and not self._active and not self._closing:
                     self._wake.wait()
+                if self._closing:
+                    for request in [*self._pending, *self._active.values()]:
+                        request.out.put(_DONE)
+                    self._pending.clear()
+                    self._active.clear()
+                    return
                 admit = []
                 free = [s for s in range(self.engine.slots) if s not in self._active]
                 # answers come first: warm-ups still waiting would delay them (and a recording's own answer
