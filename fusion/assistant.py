@@ -24,7 +24,6 @@ from encoders.errors import InputError, Interrupted, Stop, check
 from encoders.faces import FaceDetector
 from encoders.hand_tracking import HandTracker
 from encoders.vision import VisionConfig, VisionTower, top_classes
-from fusion.cache import ObjectCache
 from fusion.model import OmniConfig, OmniModel, load_omni
 from fusion.modes import MODES, ROUTES, Mode, Route
 from fusion.photo_text import photo_text
@@ -37,7 +36,6 @@ from fusion.weights.default import ensure_default_weights
 log = logging.getLogger("pocket_omni")
 
 
-HEARD_CACHE = 32  # clips whose words are remembered
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -53,9 +51,6 @@ class Assistant:
         self.lock = threading.Lock()  # one generation at a time: the model and its caches are shared
         self._askers = 0  # chat() and heard() calls reading a turn for an answer: listen() gives way to them
         self._asking_lock = threading.Lock()
-        # Whisper's words for a clip, by object: a conversation carries its clips every turn, and the safety
-        # gate (app/safety.py) reads them before the cascade does (the readout's: Runtime.readout_ids)
-        self._heard = ObjectCache(HEARD_CACHE)
         self.preset: Preset | None = None  # which preset load_default loaded (None: assembled by hand)
 
     @classmethod
@@ -133,7 +128,7 @@ class Assistant:
     def _heard_unlocked(self, clip: Audio, mode: Mode, stop: Stop | None = None) -> str:
         if mode == "e2e" and self.model.audio_readout is not None:
             return self.model.audio_words(clip, self.runtime.readout_ids(clip, stop))  # read once, by the runtime
-        return self._heard.get(clip, lambda: self.transcriber.transcribe(clip.wave, stop), "whisper")
+        return self.runtime.heard.get(clip, lambda: self.transcriber.transcribe(clip.wave, stop), "whisper")
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages: list[dict], mode: Mode = "e2e", sampling: SamplingConfig | None = None,

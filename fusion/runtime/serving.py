@@ -23,7 +23,8 @@ from fusion.runtime.engine import StaticEngine
 from fusion.runtime.quant_engine import QuantEngine
 
 log = logging.getLogger(__name__)
-MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs, facts and tokens are one each, a clip's reading one
+MEDIA_CACHE_SIZE = 64  # entries: an image's tower outputs, facts and tokens are one each
+HEARD_CACHE_SIZE = 32  # clips whose words are remembered (a listened recording's pieces are clips too)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Runtime:
         # its classes before the image is projected), by object: a conversation carries the same
         # Image/Audio objects every turn, and re-running the towers on them would be wasted.
         self.media_cache = ObjectCache(MEDIA_CACHE_SIZE)
+        # The words heard in a clip, by object and path ("readout": the CTC readout's ids, "whisper": the
+        # transcriber's text, kept by the Assistant): a conversation carries its clips every turn, and the
+        # safety gate (app/safety.py) reads them before the answer does. Apart from the media, so the pieces
+        # of a recording being listened to do not push a conversation's photos out.
+        self.heard = ObjectCache(HEARD_CACHE_SIZE)
         self._engine: StaticEngine | None = None
         self._batcher: Batcher | None = None
         self._engine_tried = False
@@ -126,7 +132,7 @@ class Runtime:
         """The CTC readout's token ids for a clip (None without a readout), read once per object: the
         e2e path embeds them and shows them as the words heard."""
         tag = ("readout", self.model.projectors_loaded)
-        return self.media_cache.get(clip, lambda: self.model.readout_ids(clip, stop), tag)
+        return self.heard.get(clip, lambda: self.model.readout_ids(clip, stop), tag)
 
     def embed(self, messages: list[dict], stop: Stop | None = None) -> torch.Tensor:
         """The model's embed_conversation with each image and clip encoded once."""
