@@ -190,6 +190,10 @@ def cmd_bench(args) -> int:
         from app.bench_listen import bench_listen
 
         print_figures(bench_listen())
+    elif args.what == "page":
+        from app.bench_page import bench_page
+
+        print_figures(bench_page())
     else:
         from app.bench import bench_gate, bench_hands, bench_live
 
@@ -257,7 +261,7 @@ def _train_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     be = sub.add_parser("bench", help="print speed figures (hand tracking, live mode, decoding, the safety gate)")
-    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate", "api", "listen"])
+    be.add_argument("what", choices=["hands", "live", "decode", "kernels", "gate", "api", "listen", "page"])
     be.add_argument("--small", action="store_true", help="kernels: toy sizes (a check of the benchmark, e.g. under "
                                                           "TRITON_INTERPRET=1 on a CPU)")
     be.add_argument("--frames", type=int, default=120)

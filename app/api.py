@@ -140,8 +140,9 @@ def _listen(holder, config: ApiConfig):
     """POST /v1/pocket/listen (experimental; the page does not send it: README, "Listening"): a
     chat-completions body whose last message holds the recording so far, and "recording" (any name for
     it), sent while the person still speaks. Nothing is answered: the server hears the clip and prefills
-    the conversation (Assistant.listen), so the answer to the finished recording can come sooner. {"listening": false}
-    when there was nothing to do (the model still loading, silence so far)."""
+    the conversation (Assistant.listen), so the answer to the finished recording can come sooner.
+    {"listening": true, "heard": the words heard so far}, or {"listening": false, "heard": ""} when there was
+    nothing to do (the model still loading, silence so far)."""
     async def listen(request: Request):
         try:
             body = await _read_json(request, config)
@@ -149,9 +150,10 @@ def _listen(holder, config: ApiConfig):
         except ApiError as err:
             return error_response(err)
         if holder.state() != "ready":
-            return {"listening": False}
+            return {"listening": False, "heard": ""}
         key = str(body.get("recording", ""))  # parse_chat_request checked that the body is an object
-        return {"listening": await asyncio.to_thread(holder.get().listen, req.messages, req.mode, key)}
+        heard = await asyncio.to_thread(holder.get().listen, req.messages, req.mode, key)
+        return {"listening": heard is not None, "heard": heard or ""}
 
     return listen
 

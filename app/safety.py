@@ -304,9 +304,9 @@ class SafeAssistant:
             words.append(self.inner.heard(clip, "cascade"))
         return " ".join(dict.fromkeys(words))
 
-    def listen(self, messages: list[dict], mode: str = "e2e", key: str = "") -> bool:
+    def listen(self, messages: list[dict], mode: str = "e2e", key: str = "") -> str | None:
         """The inner listen: it answers nothing, so there is nothing to gate; the gate reads the finished
-        recording when chat() answers it."""
+        recording when chat() answers it. The words it returns (what is heard so far) are shown as they are."""
         return self.inner.listen(messages, mode, key)
 
     def chat(self, messages: list[dict], mode: str = "e2e", sampling=None, timings=None) -> Iterator[str]:

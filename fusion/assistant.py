@@ -177,7 +177,7 @@ class Assistant:
         """listen()'s `stop`: an answer is being encoded, or waits for the decoder or is prefilled."""
         return self._askers > 0 or self.runtime.answering()
 
-    def listen(self, messages: list[dict], mode: Mode = "e2e", key: str = "") -> bool:
+    def listen(self, messages: list[dict], mode: Mode = "e2e", key: str = "") -> str | None:
         """While the last message's recording is still being made: do now, during the speech, what its
         answer will need. The clip so far is heard (the readout's words, or Whisper's on the cascade
         path) and the conversation with it prefilled into a cache slot, so chat() on the finished
@@ -190,7 +190,9 @@ class Assistant:
         older one still waiting. Answers come first: when chat() or heard() reads a turn for an answer, or
         the decoder is queued or prefilling one, hearing a piece stops at the next layer of the encoder (or
         token of Whisper's decoder; the readout's search, ~10 ms, is not cut), and so does its prefill.
-        False when there is nothing to do (silence so far, no engine, an answer on its way)."""
+        Returns the words heard in the last message's recordings so far (a client can show them while one
+        speaks), None when nothing could be heard (silence so far, an answer on its way); the prefill is
+        queued when there is an engine and enough was said."""
         try:
             validate_conversation(messages, mode)
             route = self.route(mode)
@@ -199,14 +201,22 @@ class Assistant:
             with self.lock:
                 check(asked)
                 embeds = self.runtime.embed(self._as_text(messages, Timings(), route, asked), asked)
+                words = self._words_read(messages[-1], route)
                 batcher = self.runtime.batcher()
             check(asked)
         except (InputError, Interrupted):  # too little said yet to hear anything, or an answer is on its way
-            return False
-        if batcher is None or embeds.shape[1] <= LISTEN_HOLD_BACK + 1:
-            return False
-        batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key, asked)
-        return True
+            return None
+        if batcher is not None and embeds.shape[1] > LISTEN_HOLD_BACK + 1:
+            batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key, asked)
+        return words
+
+    def _words_read(self, message: dict, route: Route) -> str:
+        """The words this route read in a message's clips, as cached by the reading just done (nothing is
+        computed again: Whisper's transcript, or the readout's ids on the e2e path)."""
+        if isinstance(message["content"], str) or (route.speech == "embeddings" and self.model.audio_readout is None):
+            return ""
+        mode = "cascade" if route.speech == "transcript" else "e2e"
+        return " ".join(self._heard_unlocked(p, mode) for p in message["content"] if isinstance(p, Audio))
 
     def route(self, mode: Mode) -> Route:
         """How this mode hands each medium to this decoder ("auto" follows the preset's measurements)."""

@@ -27,7 +27,7 @@ class ScriptedAssistant:
     def listen(self, messages, mode="e2e", key=""):
         clip = messages[-1]["content"][-1]
         self.listened.append((mode, key, len(clip.wave) / 16000))
-        return True
+        return "a tone so far"
 
     def heard(self, clip, mode):  # what the safety gate reads of a clip
         return "a tone"
@@ -193,7 +193,7 @@ def test_listen_hands_the_recording_so_far_to_the_assistant_and_answers_nothing(
             "messages": [{"role": "user", "content": [{"type": "input_audio",
                                                        "input_audio": {"data": wav_b64(1.5), "format": "wav"}}]}]}
     r = httpx.post(server + "/v1/pocket/listen", json=body, timeout=30)
-    assert r.status_code == 200 and r.json() == {"listening": True}
+    assert r.status_code == 200 and r.json() == {"listening": True, "heard": "a tone so far"}
     assert holder.get().inner.listened[-1] == ("e2e", "r1", 1.5)
     bad = httpx.post(server + "/v1/pocket/listen", json={**body, "model": "gpt-4"}, timeout=30)
     assert bad.status_code == 404 and bad.json()["error"]["param"] == "model"  # as chat completions says

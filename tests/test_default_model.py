@@ -279,10 +279,11 @@ def test_listening_while_a_question_is_spoken_prefills_it_and_changes_no_word(as
         cold_positions = computed[0]
         assistant.runtime.forget_conversations()
         warmed = batcher.warmed
-        assert assistant.listen([{"role": "user", "content": [Audio(wave[: len(wave) * 3 // 4].copy())]}], mode, "q")
+        heard = assistant.listen([{"role": "user", "content": [Audio(wave[: len(wave) * 3 // 4].copy())]}], mode, "q")
+        assert heard and (mode == "e2e" or "city" in heard.lower()), heard  # the words so far, as the page shows them
         while batcher.warmed == warmed:
             pass
         computed.clear()
         assert ask(assistant, [Audio(wave.copy())], mode, 12) == cold, mode
         assert computed[0] < cold_positions, (mode, computed, cold_positions)  # its beginning was heard
-    assert not assistant.listen([{"role": "user", "content": [Audio(np.zeros(8000, np.float32))]}], "e2e", "q")
+    assert assistant.listen([{"role": "user", "content": [Audio(np.zeros(8000, np.float32))]}], "e2e", "q") is None
