@@ -8,13 +8,19 @@ per window:
   stacked in), the attention scale folded into q;
 - the matrices a step reads (the layers' and the tied 51,865-row token table: ~95 MB a token) are kept
   in bfloat16, the residual stream, biases, norms and attention in float32. A step is bound by the bytes
-  it reads, so this halves it (README: ms per token).
+  it reads, so this halves it (README: ms per token);
+- or, given a one-row float16 product (`use_rows`: the caller's kernel, e.g. the decode engine's C++
+  one, fusion/runtime/cpu_ops.py, whose packed copies replace the layers' bfloat16 ones; the token table
+  is kept too, for its lookups: +53 MB), every product of a step goes through it: 15-21 ms a token
+  instead of 24-27 on this 2-core CPU, the same text on bench listen's 5 questions.
 Whisper's own arithmetic otherwise (pre-norm layers, GELU MLP, logits from the token table); on 40
 held-out clips the tokens equal float32's on 39 (one capital letter differs), and the test checks them
 against transformers' generate() on real clips.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +66,21 @@ class _Layer(nn.Module):
         self.act = layer.activation_fn
 
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        rows = getattr(self, "_rows", None)
+        if rows is not None:
+            return rows[0](x.contiguous(), *self._packed[name]) + getattr(self, name + "_b")
         w = getattr(self, name + "_w")
         return F.linear(x.to(w.dtype), w).float() + getattr(self, name + "_b")
+
+    def use_rows(self, pack: Callable, product: Callable) -> None:
+        """Every product of a step (not the cross keys and values, which take every frame) through
+        product(x (n, in) float32, pack(w), out) -> (n, out); the bfloat16 copies go."""
+        self._packed = {}
+        for name in STEP_MATRICES:
+            w = getattr(self, name + "_w")
+            self._packed[name] = (pack(w.float()), w.shape[0])
+            delattr(self, name + "_w")
+        self._rows = (product,)
 
     def norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], getattr(self, f"norm{i}_w"), getattr(self, f"norm{i}_b"), self.eps)
@@ -91,6 +110,9 @@ class _Layer(nn.Module):
         return x + self.linear(self.act(self.linear(self.norm(x, 2), "fc1")), "fc2")
 
 
+STEP_MATRICES = ("qkv", "sa_out", "ca_q", "ca_out", "fc1", "fc2")  # a layer's products of one step
+
+
 class WhisperGreedy(nn.Module):
     """Greedy tokens for one window of encoder frames, with Whisper's suppression rules applied.
 
@@ -108,6 +130,15 @@ class WhisperGreedy(nn.Module):
         self.eps = decoder.layer_norm.eps
         self.heads = heads
         self.context = self.positions.shape[0]  # 448
+        self._table_rows: tuple | None = None  # (product, packed table, rows) after use_rows
+
+    def use_rows(self, pack: Callable, product: Callable) -> None:
+        """A step's products, the token table's included, through a one-row float16 kernel (see the module's
+        docstring): pack(w (out, in) float32) -> packed; product(x (n, in) float32, packed, out) -> (n, out)
+        float32. For the CPU: the packed copies stay where they are made."""
+        for layer in self.layers:
+            layer.use_rows(pack, product)
+        self._table_rows = (product, pack(self.table.float()), self.table.shape[0])  # the table stays for lookups
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor, prompt: list[int], eot: int, suppress: torch.Tensor,
@@ -126,7 +157,7 @@ class WhisperGreedy(nn.Module):
                 x = layer.step(x, crosses[i], cache[i], pos)
             pos += len(ids)
             last = F.layer_norm(x[-1:], x.shape[-1:], self.norm_w, self.norm_b, self.eps)
-            logits = F.linear(last.to(self.table.dtype), self.table).float()[0]
+            logits = self.logits(last)
             logits[suppress] = -float("inf")
             if step == 0:
                 logits[suppress_begin] = -float("inf")
@@ -136,3 +167,10 @@ class WhisperGreedy(nn.Module):
             out.append(token)
             ids = [token]
         return out
+
+    def logits(self, last: torch.Tensor) -> torch.Tensor:
+        """(1, D) -> (V,) float32 logits over the tied token table."""
+        if self._table_rows is None:
+            return F.linear(last.to(self.table.dtype), self.table).float()[0]
+        product, packed, rows = self._table_rows
+        return product(last.contiguous(), packed, rows)[0]

@@ -29,6 +29,7 @@ from fusion.modes import MODES, ROUTES, Mode, Route
 from fusion.photo_text import photo_text
 from fusion.presets import Preset, preset
 from fusion.prompt import MAX_IMAGES, Audio, Image, media_parts
+from fusion.runtime import cpu_ops
 from fusion.runtime.generate import SamplingConfig, Timings, generate_tokens, stream_text
 from fusion.runtime.serving import Runtime, RuntimeConfig
 from fusion.weights.default import ensure_default_weights
@@ -86,6 +87,9 @@ class Assistant:
                            face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir,
                            hand_tracker=hands)
         transcriber.to(device)
+        ops = cpu_ops.load() if torch.device(device).type == "cpu" else None
+        if ops is not None:  # Whisper's decoder steps through the decode engine's float16 product
+            transcriber.greedy.use_rows(ops.pack_half, ops.gemv_half)
         assistant = cls(model_, transcriber)
         assistant.preset = chosen
         progress("the decode engine (5/5)")

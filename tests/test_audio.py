@@ -118,3 +118,31 @@ def test_very_short_clip_is_refused_and_silence_is_detected():
     assert is_silent(np.zeros(SAMPLE_RATE, np.float32))
     assert is_silent((1e-4 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32))
     assert not is_silent(speechlike(1.0))
+
+
+def test_whisper_steps_through_a_one_row_float16_kernel_as_through_float32():
+    """WhisperGreedy.use_rows (the decode engine's float16 product for every matrix of a step, the token
+    table's included) reads the same tokens as the float32 loop, and its logits stay within float16's
+    rounding of the weights; the cross-attention keys and values are untouched."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+    from encoders.whisper_decode import WhisperGreedy
+    from fusion.runtime import cpu_ops
+
+    ops = cpu_ops.load()
+    if ops is None:
+        pytest.skip("the C++ ops are not built on this machine (cpu_ops.unavailable_reason)")
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=320, d_model=64, decoder_layers=2, decoder_attention_heads=4, pad_token_id=0,
+                        decoder_ffn_dim=128, max_target_positions=48)
+    decoder = WhisperDecoder(cfg).eval()
+    plain, rows = WhisperGreedy(decoder, 4, torch.float32), WhisperGreedy(decoder, 4, torch.float32)
+    rows.use_rows(ops.pack_half, ops.gemv_half)
+    assert not hasattr(rows.layers[0], "fc1_w") and hasattr(rows.layers[0], "ca_kv_w")  # one copy of each matrix
+    x = torch.randn(1, 64)
+    want, got = plain.logits(x), rows.logits(x)
+    assert (got - want).abs().max() <= 2e-3 * want.abs().max()
+    frames, none = torch.randn(30, 64), torch.tensor([], dtype=torch.long)
+    tokens = [g(frames, [1, 2, 3], 0, none, none, 20) for g in (plain, rows)]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 20

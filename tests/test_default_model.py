@@ -60,7 +60,8 @@ def _transformers_greedy(hf, frames, t) -> list[int]:
 
 
 def test_our_whisper_decoder_gives_transformers_tokens(assistant, default_weights, tmp_path):
-    """The greedy loop (encoders/whisper_decode.py, bfloat16 weights) against transformers' own forward
+    """The greedy loop (encoders/whisper_decode.py, as the Assistant runs it: the float16 one-row kernel when
+    the C++ ops are built, else bfloat16 weights) against transformers' own forward
     on the same encoder frames, on two human and two synthetic clips: the same words. bfloat16 rounding
     may flip a near-tie between punctuation marks or a capital (one clip of 40 in the README's sweep),
     so the words are compared as the WER scorer reads them, and the tokens up to the last one."""
