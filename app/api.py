@@ -141,8 +141,9 @@ def _listen(holder, config: ApiConfig):
     chat-completions body whose last message holds the recording so far, and "recording" (any name for
     it), sent while the person still speaks. Nothing is answered: the server hears the clip and prefills
     the conversation (Assistant.listen), so the answer to the finished recording can come sooner.
-    {"listening": true, "heard": the words heard so far}, or {"listening": false, "heard": ""} when there was
-    nothing to do (the model still loading, silence so far)."""
+    {"listening": true, "heard": the words heard so far} when the recording so far was heard (and its prefill
+    queued, when the decoder has an engine and more than the turn's end was said), {"listening": false,
+    "heard": ""} when there was nothing to do (the model still loading, silence so far)."""
     async def listen(request: Request):
         try:
             body = await _read_json(request, config)

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from encoders.audio import N_SAMPLES, SAMPLE_RATE, AudioTower, is_silent, log_mel_spectrogram, windows
 from encoders.errors import Stop
-from encoders.whisper_decode import WhisperGreedy
+from encoders.whisper_decode import Rows, WhisperGreedy
 
 MAX_TOKENS_PER_WINDOW = 224  # Whisper's own cap: half its 448-token context
 PAD_AFTER_SPEECH = 5 * SAMPLE_RATE  # silence after the speech that lets the decoder end the text
@@ -34,7 +34,8 @@ def padded_length(samples: int) -> int:
 
 
 class WhisperTranscriber:
-    def __init__(self, model, tokenizer, suppress: list[int], suppress_begin: list[int], language: str = "en"):
+    def __init__(self, model, tokenizer, suppress: list[int], suppress_begin: list[int], language: str = "en",
+                 rows: Rows | None = None):
         self.model = model  # transformers WhisperForConditionalGeneration
         self.tower = AudioTower(model.model.encoder)  # shared, not a second copy
         self.tokenizer = tokenizer  # tokenizers.Tokenizer
@@ -48,8 +49,9 @@ class WhisperTranscriber:
         # Every special token above <|endoftext|> (languages, tasks, timestamps) is never text.
         self.suppress = sorted(set(suppress) | set(range(self.eot + 1, vocab)))
         self.suppress_begin = sorted(set(suppress_begin))
-        self.greedy = WhisperGreedy(model.model.decoder, model.config.decoder_attention_heads)
-        model.model.decoder = None  # its weights live on in self.greedy (bfloat16): ~80 MB less resident
+        # `rows`: the decoder's steps through a one-row float16 kernel (encoders/whisper_decode.py)
+        self.greedy = WhisperGreedy(model.model.decoder, model.config.decoder_attention_heads, rows=rows)
+        model.model.decoder = None  # its weights live on in self.greedy (16-bit copies): ~80 MB less resident
 
     def to(self, device) -> "WhisperTranscriber":
         self.model.to(device)
@@ -57,8 +59,8 @@ class WhisperTranscriber:
         return self
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, language: str = "en",
-                        dtype: torch.dtype = torch.float32) -> "WhisperTranscriber":
+    def from_pretrained(cls, path: str | os.PathLike, language: str = "en", dtype: torch.dtype = torch.float32,
+                        rows: Rows | None = None) -> "WhisperTranscriber":
         # lazy: ~3 s at import (triton with it); compare and eval --server import this module, never load the model
         from transformers import WhisperForConditionalGeneration
 
@@ -66,7 +68,7 @@ class WhisperTranscriber:
         model = WhisperForConditionalGeneration.from_pretrained(str(path), dtype=dtype).eval()
         tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         extra = json.loads((path / "ct2_config.json").read_text()) if (path / "ct2_config.json").exists() else {}
-        return cls(model, tok, extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220]), language)
+        return cls(model, tok, extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220]), language, rows)
 
     @torch.inference_mode()
     def transcribe(self, wave: np.ndarray, stop: Stop | None = None) -> str:

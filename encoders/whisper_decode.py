@@ -9,13 +9,14 @@ per window:
 - the matrices a step reads (the layers' and the tied 51,865-row token table: ~95 MB a token) are kept
   in bfloat16, the residual stream, biases, norms and attention in float32. A step is bound by the bytes
   it reads, so this halves it (README: ms per token);
-- or, given a one-row float16 product (`use_rows`: the caller's kernel, e.g. the decode engine's C++
-  one, fusion/runtime/cpu_ops.py, whose packed copies replace the layers' bfloat16 ones; the token table
-  is kept too, for its lookups: +53 MB), every product of a step goes through it: 15-21 ms a token
-  instead of 24-27 on this 2-core CPU, the same text on bench listen's 5 questions.
+- or, given a one-row float16 product (`rows`: the caller's kernel, e.g. the decode engine's C++ one,
+  fusion/runtime/cpu_ops.py, packed from the float32 weights, replacing the layers' bfloat16 copies; the
+  token table's bfloat16 copy is kept too, for its lookups: +53 MB), every product of a step goes
+  through it: 20.9-23.8 ms a token instead of 27.8 on this 2-core CPU, 8.7-9.3 instead of 12.7 in a
+  faster hour (medians over bench listen's 5 questions x 3 rounds), the same text on all 15.
 Whisper's own arithmetic otherwise (pre-norm layers, GELU MLP, logits from the token table); on 40
-held-out clips the tokens equal float32's on 39 (one capital letter differs), and the test checks them
-against transformers' generate() on real clips.
+held-out clips the bfloat16 loop's tokens equal float32's on 39 (one capital letter differs), and the
+test checks the loop the Assistant runs against transformers' generate() on real clips.
 """
 
 from __future__ import annotations
@@ -39,11 +40,17 @@ def _bias(linear: nn.Linear, scale: float = 1.0) -> torch.Tensor:
     return linear.bias.detach().float() * scale
 
 
-class _Layer(nn.Module):
-    """One decoder layer's weights as buffers (so `.to(device)` moves them), fused where a step reads them together."""
+Rows = tuple[Callable, Callable]  # (pack, product): see WhisperGreedy
+STEP_MATRICES = ("qkv", "sa_out", "ca_q", "ca_out", "fc1", "fc2")  # a layer's products of one step
 
-    def __init__(self, layer: nn.Module, heads: int, dtype: torch.dtype):
+
+class _Layer(nn.Module):
+    """One decoder layer's weights as buffers (so `.to(device)` moves them; with `rows`, the packed copies of
+    the step's matrices are the kernel's and stay on the CPU), fused where a step reads them together."""
+
+    def __init__(self, layer: nn.Module, heads: int, dtype: torch.dtype, rows: Rows | None = None):
         super().__init__()
+        dtype = torch.float32 if rows is not None else dtype  # the kernel packs from float32
         sa, ca = layer.self_attn, layer.encoder_attn
         self.heads = heads
         buffers = {
@@ -60,27 +67,22 @@ class _Layer(nn.Module):
         }
         for i, norm in enumerate((layer.self_attn_layer_norm, layer.encoder_attn_layer_norm, layer.final_layer_norm)):
             buffers[f"norm{i}_w"], buffers[f"norm{i}_b"] = norm.weight.detach().float(), norm.bias.detach().float()
+        self._product, self._packed = None, {}
+        if rows is not None:  # packed, and the buffers of these matrices dropped
+            pack, self._product = rows
+            for name in STEP_MATRICES:
+                w = buffers.pop(name + "_w")
+                self._packed[name] = (pack(w.float()), w.shape[0])
         for name, value in buffers.items():
             self.register_buffer(name, value.contiguous(), persistent=False)
         self.eps = layer.final_layer_norm.eps
         self.act = layer.activation_fn
 
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        rows = getattr(self, "_rows", None)
-        if rows is not None:
-            return rows[0](x.contiguous(), *self._packed[name]) + getattr(self, name + "_b")
+        if self._product is not None:
+            return self._product(x.contiguous(), *self._packed[name]) + getattr(self, name + "_b")
         w = getattr(self, name + "_w")
         return F.linear(x.to(w.dtype), w).float() + getattr(self, name + "_b")
-
-    def use_rows(self, pack: Callable, product: Callable) -> None:
-        """Every product of a step (not the cross keys and values, which take every frame) through
-        product(x (n, in) float32, pack(w), out) -> (n, out); the bfloat16 copies go."""
-        self._packed = {}
-        for name in STEP_MATRICES:
-            w = getattr(self, name + "_w")
-            self._packed[name] = (pack(w.float()), w.shape[0])
-            delattr(self, name + "_w")
-        self._rows = (product,)
 
     def norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], getattr(self, f"norm{i}_w"), getattr(self, f"norm{i}_b"), self.eps)
@@ -110,35 +112,34 @@ class _Layer(nn.Module):
         return x + self.linear(self.act(self.linear(self.norm(x, 2), "fc1")), "fc2")
 
 
-STEP_MATRICES = ("qkv", "sa_out", "ca_q", "ca_out", "fc1", "fc2")  # a layer's products of one step
-
-
 class WhisperGreedy(nn.Module):
     """Greedy tokens for one window of encoder frames, with Whisper's suppression rules applied.
 
     Built from transformers' WhisperDecoder (embed_tokens, embed_positions, layers, layer_norm), whose
-    weights it copies: the float32 decoder can be dropped afterwards."""
+    weights it copies: the float32 decoder can be dropped afterwards. `rows` = (pack, product): a step's
+    products, the token table's included, through a one-row float16 kernel for the CPU (the module's
+    docstring): pack(w (out, in) float32) -> packed; product(x (n, in) float32, packed, out) -> (n, out)
+    float32. Such a loop stays on the CPU (`to` refuses another device)."""
 
-    def __init__(self, decoder: nn.Module, heads: int, dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, decoder: nn.Module, heads: int, dtype: torch.dtype = torch.bfloat16, rows: Rows | None = None):
         super().__init__()
         with torch.no_grad():
-            self.layers = nn.ModuleList(_Layer(layer, heads, dtype) for layer in decoder.layers)
-            self.register_buffer("table", decoder.embed_tokens.weight.detach().to(dtype), persistent=False)
+            self.layers = nn.ModuleList(_Layer(layer, heads, dtype, rows) for layer in decoder.layers)
+            table = decoder.embed_tokens.weight.detach()
+            self._table_rows = None if rows is None else (rows[1], rows[0](table.float()), table.shape[0])
+            self.register_buffer("table", table.to(dtype), persistent=False)  # kept with rows too, for lookups
             self.register_buffer("positions", decoder.embed_positions.weight.detach().float(), persistent=False)
             self.register_buffer("norm_w", decoder.layer_norm.weight.detach().float(), persistent=False)
             self.register_buffer("norm_b", decoder.layer_norm.bias.detach().float(), persistent=False)
         self.eps = decoder.layer_norm.eps
         self.heads = heads
         self.context = self.positions.shape[0]  # 448
-        self._table_rows: tuple | None = None  # (product, packed table, rows) after use_rows
 
-    def use_rows(self, pack: Callable, product: Callable) -> None:
-        """A step's products, the token table's included, through a one-row float16 kernel (see the module's
-        docstring): pack(w (out, in) float32) -> packed; product(x (n, in) float32, packed, out) -> (n, out)
-        float32. For the CPU: the packed copies stay where they are made."""
-        for layer in self.layers:
-            layer.use_rows(pack, product)
-        self._table_rows = (product, pack(self.table.float()), self.table.shape[0])  # the table stays for lookups
+    def _apply(self, fn, recurse=True):
+        """`.to()` and the like: refused off the CPU once the kernel holds the packed copies."""
+        if self._table_rows is not None and fn(torch.zeros(1)).device.type != "cpu":
+            raise ValueError("this Whisper decoder steps through a CPU kernel (rows): build it without rows for a GPU")
+        return super()._apply(fn, recurse)
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor, prompt: list[int], eot: int, suppress: torch.Tensor,

@@ -70,7 +70,10 @@ class Assistant:
         hf_logging.disable_progress_bar()  # loading converted weights is quick; bars only clutter
         t0 = time.perf_counter()
         progress("Whisper, the audio tower and transcriber (2/5)")
-        transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype)
+        ops = cpu_ops.load() if torch.device(device).type == "cpu" else None
+        # Whisper's decoder steps through the decode engine's float16 one-row product where it is built
+        rows = (ops.pack_half, ops.gemv_half) if ops is not None else None
+        transcriber = WhisperTranscriber.from_pretrained(w.whisper_dir, dtype=dtype, rows=rows)
         progress("the vision tower, the face detector and the hand tracker (3/5)")
         vision = VisionTower(VisionConfig(w.vision_name, str(w.vision_checkpoint)))
         shipped = ASSETS / "projectors" / chosen.projectors
@@ -87,9 +90,6 @@ class Assistant:
                            face_detector=faces, weights=chosen.weights, tokenizer_dir=w.tokenizer_dir,
                            hand_tracker=hands)
         transcriber.to(device)
-        ops = cpu_ops.load() if torch.device(device).type == "cpu" else None
-        if ops is not None:  # Whisper's decoder steps through the decode engine's float16 product
-            transcriber.greedy.use_rows(ops.pack_half, ops.gemv_half)
         assistant = cls(model_, transcriber)
         assistant.preset = chosen
         progress("the decode engine (5/5)")
@@ -195,8 +195,9 @@ class Assistant:
         the decoder is queued or prefilling one, hearing a piece stops at the next layer of the encoder (or
         token of Whisper's decoder; the readout's search, ~10 ms, is not cut), and so does its prefill.
         Returns the words heard in the last message's recordings so far (a client can show them while one
-        speaks), None when nothing could be heard (silence so far, an answer on its way); the prefill is
-        queued when there is an engine and enough was said."""
+        speaks), None when nothing could be heard (silence so far, an answer on its way). Heard is not
+        always prefilled: the prefill is queued only when there is an engine and more than the turn's end
+        was said."""
         try:
             validate_conversation(messages, mode)
             route = self.route(mode)
@@ -205,7 +206,7 @@ class Assistant:
             with self.lock:
                 check(asked)
                 embeds = self.runtime.embed(self._as_text(messages, Timings(), route, asked), asked)
-                words = self._words_read(messages[-1], route)
+                words = self._words_read(messages[-1], route, asked)
                 batcher = self.runtime.batcher()
             check(asked)
         except (InputError, Interrupted):  # too little said yet to hear anything, or an answer is on its way
@@ -214,13 +215,13 @@ class Assistant:
             batcher.warm(embeds[:, :-LISTEN_HOLD_BACK], key, asked)
         return words
 
-    def _words_read(self, message: dict, route: Route) -> str:
-        """The words this route read in a message's clips, as cached by the reading just done (nothing is
-        computed again: Whisper's transcript, or the readout's ids on the e2e path)."""
+    def _words_read(self, message: dict, route: Route, stop: Stop) -> str:
+        """The words this route read in a message's clips, as cached by the reading just done (Whisper's
+        transcript, or the readout's ids on the e2e path: nothing is computed again but what the cache let go)."""
         if isinstance(message["content"], str) or (route.speech == "embeddings" and self.model.audio_readout is None):
             return ""
         mode = "cascade" if route.speech == "transcript" else "e2e"
-        return " ".join(self._heard_unlocked(p, mode) for p in message["content"] if isinstance(p, Audio))
+        return " ".join(self._heard_unlocked(p, mode, stop) for p in message["content"] if isinstance(p, Audio))
 
     def route(self, mode: Mode) -> Route:
         """How this mode hands each medium to this decoder ("auto" follows the preset's measurements)."""

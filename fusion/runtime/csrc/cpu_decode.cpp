@@ -269,13 +269,17 @@ torch::Tensor attend_decode(const torch::Tensor& qkv, const torch::Tensor& cos, 
   return out;
 }
 
+// Every op works on tensors alone: the interpreter lock is let go while it runs, so the server's other
+// threads (its event loop, a Whisper reading beside a decode step) go on meanwhile, as with torch's own ops.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attend_decode", &attend_decode);
-  m.def("pack_half", &pack_half);
-  m.def("gemv_half", &gemv_half, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("residual") = py::none());
-  m.def("rms_norm", &rms_norm);
-  m.def("silu_mul", &silu_mul);
+  using release = py::call_guard<py::gil_scoped_release>;
+  m.def("attend_decode", &attend_decode, release());
+  m.def("pack_half", &pack_half, release());
+  m.def("gemv_half", &gemv_half, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("residual") = py::none(),
+        release());
+  m.def("rms_norm", &rms_norm, release());
+  m.def("silu_mul", &silu_mul, release());
   m.def("quant_matmul", &quant_matmul, py::arg("x"), py::arg("raws"), py::arg("kinds"), py::arg("rows"),
-        py::arg("bias") = py::none(), py::arg("residual") = py::none());
-  m.def("dequantize_rows", &dequantize_rows);
+        py::arg("bias") = py::none(), py::arg("residual") = py::none(), release());
+  m.def("dequantize_rows", &dequantize_rows, release());
 }
