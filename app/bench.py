@@ -168,6 +168,15 @@ def bench_live(frames: int = 60, threads: int | None = None, through_server: boo
 CHROMIUM = "/usr/bin/chromium"
 
 
+def fake_device_browser(playwright, video: Path | None = None, audio: Path | None = None):
+    """Debian's headless Chromium whose camera plays `video` (y4m) and microphone plays `audio` (wav),
+    asking no permission (bench live, bench page)."""
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    args += [f"--use-file-for-fake-video-capture={video}"] if video else []
+    args += [f"--use-file-for-fake-audio-capture={audio}"] if audio else []
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
 def _live_in_browser(url: str, seconds: float = 10.0) -> dict:
     """Headless Chromium with the hand video as its fake camera streams into the Live camera tab; counts
     the annotated frames that reach the page and reads the page's own readout."""
@@ -181,9 +190,7 @@ def _live_in_browser(url: str, seconds: float = 10.0) -> dict:
         return {"browser": "skipped (needs npm for the hand video and Debian chromium)"}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         y4m = hand_video_y4m(folder, Path(tmp) / "hands.y4m")
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}"])
+        browser = fake_device_browser(p, video=y4m)
         page = browser.new_context(permissions=["camera"]).new_page()
         page.goto(url)
         page.get_by_role("tab", name="Live camera").click()

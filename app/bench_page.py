@@ -25,7 +25,6 @@ from app.bench_listen import QUESTIONS
 from encoders.audio import SAMPLE_RATE
 from encoders.speech import speak
 
-CHROMIUM = "/usr/bin/chromium"
 AFTER_SPEECH_S = 0.3  # the recording goes on this long after the question
 # the first line of the answer that is neither the status nor what was heard
 FIRST_WORDS_JS = """() => { window.answered = null; const el = document.querySelector('#spoken-answer');
@@ -73,10 +72,13 @@ def bench_page(rounds: int = 2) -> dict:
     from playwright.sync_api import sync_playwright
 
     from app.api import asgi_app, serving_in_thread
+    from app.bench import CHROMIUM, fake_device_browser
     from app.chat import ModelHolder
     from app.ui import build
     from fusion.assistant import Assistant
 
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"bench page needs Debian's chromium at {CHROMIUM}: run setup.sh")
     raw = Assistant.load_default()
     holder = ModelHolder(lambda: raw)
     holder.wait()
@@ -87,9 +89,7 @@ def bench_page(rounds: int = 2) -> dict:
             speech = speak(text, voice, 130, 50)
             wav = Path(tmp) / f"q{i}.wav"
             sf.write(wav, np.concatenate([speech, np.zeros(3 * SAMPLE_RATE, np.float32)]), SAMPLE_RATE)
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}"])
+            browser = fake_device_browser(p, audio=wav)
             if i == 0:  # warm: kernels, towers, the readout's first call (not counted)
                 for mode in ("e2e", "cascade"):
                     _page_trial(browser, url, raw, len(speech) / SAMPLE_RATE, mode)

@@ -172,8 +172,7 @@ class Batcher:
                         self._emit(slot, request, self.engine.prefill(request.embeds, slot))
                     else:
                         give_way = request.stop
-                        self.warmed += self.engine.warm(request.embeds, slot,
-                                                        lambda: self._answers_waiting > 0 or give_way())
+                        self.warmed += self.engine.warm(request.embeds, slot, lambda: self.answering() or give_way())
                 except Exception as err:  # a bad request fails alone
                     request.out.put(err)
                 finally:
